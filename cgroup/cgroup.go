@@ -1,0 +1,146 @@
+// Package cgroup owns what the kernel enforces and reports for one guarded
+// run: a memory-limited group (cgroup v2, cgroup v1, or a best-effort
+// fallback with no cgroup at all), the child started inside it, and the
+// figures read back from it (usage, peak, OOM kills).
+//
+// It leaves process lifecycle (signals, waiting, restarts) to package
+// supervise: a Group starts a child and reports on it, nothing more.
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"unicode"
+)
+
+// Limits are what a run asks the kernel to enforce. Zero means "not set".
+type Limits struct {
+	Max     uint64 // memory.max / memory.limit_in_bytes
+	SwapMax uint64 // memory.swap.max; on v1 memsw.limit_in_bytes = Max+SwapMax
+	PidsMax int64  // pids.max
+	// SwapSet distinguishes an explicit --swap-max 0 from "unset". guardrun
+	// defaults swap to 0 so the ceiling is the ceiling (see README).
+	SwapSet bool
+}
+
+// Stats is one reading of the group.
+type Stats struct {
+	Current  uint64 // memory.current / memory.usage_in_bytes
+	Peak     uint64 // memory.peak / memory.max_usage_in_bytes
+	Limit    uint64 // the ceiling the kernel holds, read back
+	OOMKills uint64 // memory.events oom_kill / memory.oom_control oom_kill
+}
+
+// Group is one run's cgroup. Every backend implements it the same way.
+type Group interface {
+	// Backend is "v2", "v1" or "none".
+	Backend() string
+	// Path is where the group lives ("" for none).
+	Path() string
+	// Start starts cmd so that its first instruction already runs inside
+	// the group: no allocation escapes the ceiling.
+	Start(cmd *exec.Cmd) error
+	// Stats reads usage, peak, limit and OOM kills.
+	Stats() (Stats, error)
+	// Kill sends SIGKILL to every process in the group.
+	Kill() error
+	// Remove kills what is left and removes the group. Safe to call twice.
+	Remove() error
+}
+
+// Options select and shape a group.
+type Options struct {
+	Name    string
+	Backend string // auto, v2, v1 or none
+	Limits  Limits
+}
+
+// Backends that Open accepts.
+var Backends = []string{"auto", "v2", "v1", "none"}
+
+// ErrBusy means a live guardrun already holds a group of that name.
+var ErrBusy = errors.New("a run of that name is active")
+
+// ValidName reports why name cannot name a cgroup, or nil. Names become one
+// path element under guardrun's root, so anything that could climb out of
+// it ("/", ".."), hide (leading "."), or confuse a log line (control
+// characters) is refused.
+func ValidName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty name")
+	case len(name) > 128:
+		return fmt.Errorf("name %q is longer than 128 bytes", name)
+	case strings.HasPrefix(name, "."):
+		return fmt.Errorf("name %q starts with a dot", name)
+	case strings.ContainsRune(name, '/'):
+		return fmt.Errorf("name %q contains a slash", name)
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) || unicode.IsSpace(r) || r == unicode.ReplacementChar {
+			return fmt.Errorf("name %q contains a space or control character", name)
+		}
+	}
+	return nil
+}
+
+// NameFor derives a run name from a command: the base name of argv[0],
+// with anything ValidName would refuse replaced by "-".
+func NameFor(argv0 string) string {
+	if i := strings.LastIndexByte(argv0, '/'); i >= 0 {
+		argv0 = argv0[i+1:]
+	}
+	b := []rune(strings.TrimLeft(argv0, "."))
+	for i, r := range b {
+		if unicode.IsControl(r) || unicode.IsSpace(r) || r == unicode.ReplacementChar {
+			b[i] = '-'
+		}
+	}
+	s := string(b)
+	if len(s) > 100 {
+		s = s[:100]
+	}
+	if s == "" || ValidName(s) != nil {
+		return "run"
+	}
+	return s
+}
+
+// Open creates the group for one run with the chosen backend. With "auto" it
+// takes v2 where the memory controller is on the unified hierarchy, else v1
+// where a memory hierarchy is mounted, else none. A forced backend that is
+// not usable is an error, never a silent downgrade.
+func Open(o Options) (Group, error) {
+	if err := ValidName(o.Name); err != nil {
+		return nil, err
+	}
+	h := Discover()
+	switch o.Backend {
+	case "v2":
+		return openV2(h, o)
+	case "v1":
+		return openV1(h, o)
+	case "none":
+		return openNone(o, "--cgroup none was asked for"), nil
+	case "auto", "":
+	default:
+		return nil, fmt.Errorf("unknown cgroup backend %q", o.Backend)
+	}
+	if h.V2Memory() {
+		g, err := openV2(h, o)
+		if err == nil || errors.Is(err, ErrBusy) {
+			return g, err
+		}
+		return openNone(o, err.Error()), nil
+	}
+	if h.V1Memory != "" {
+		g, err := openV1(h, o)
+		if err == nil || errors.Is(err, ErrBusy) {
+			return g, err
+		}
+		return openNone(o, err.Error()), nil
+	}
+	return openNone(o, h.Why()), nil
+}

@@ -1,0 +1,276 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/guardrun/guardrun/internal/testchild"
+)
+
+func TestMain(m *testing.M) {
+	testchild.MaybeRun()
+	os.Exit(m.Run())
+}
+
+// open makes a real group for this test on whatever this kernel offers
+// (v1 on the host, v2 in the VM) and removes it afterwards.
+func open(t *testing.T, l Limits) Group {
+	t.Helper()
+	h := Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	name := fmt.Sprintf("grtest-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), os.Getpid())
+	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: l})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := g.Remove(); err != nil {
+			t.Errorf("Remove: %v", err)
+		}
+		if _, err := os.Stat(g.Path()); !os.IsNotExist(err) {
+			t.Errorf("%s still exists after Remove", g.Path())
+		}
+	})
+	return g
+}
+
+func child(mode string, args ...string) *exec.Cmd {
+	argv := testchild.Command(mode, args...)
+	c := exec.Command(argv[0], argv[1:]...)
+	c.Env = testchild.Environ()
+	c.Stderr = os.Stderr
+	return c
+}
+
+func TestLimitsAreReadBack(t *testing.T) {
+	g := open(t, Limits{Max: 64 << 20, PidsMax: 64})
+	s, err := g.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Limit != 64<<20 {
+		t.Fatalf("limit reads %d, want %d", s.Limit, 64<<20)
+	}
+	pids := filepath.Join(g.Path(), "pids.max")
+	if v1, ok := g.(*v1Group); ok {
+		pids = filepath.Join(v1.pids, "pids.max")
+	}
+	if n, err := readUint(pids); err != nil || n != 64 {
+		t.Fatalf("%s = %d, %v", pids, n, err)
+	}
+}
+
+func TestChildStartsInsideGroup(t *testing.T) {
+	g := open(t, Limits{Max: 256 << 20})
+	c := child("cgroup")
+	var out strings.Builder
+	c.Stdout = &out
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	rel := "/guardrun/" + filepath.Base(g.Path())
+	want := map[string]string{"v1": "memory:" + rel, "v2": "0::" + rel}[g.Backend()]
+	if !strings.Contains(out.String(), want) {
+		t.Fatalf("child's /proc/self/cgroup lacks %q:\n%s", want, out.String())
+	}
+	// On v1 guardrun lends the child one of its threads to fork from; the
+	// thread must be back home, or guardrun would sit in the child's group.
+	procs, _ := readPids(filepath.Join(g.Path(), cgroupProcs))
+	for _, p := range procs {
+		if p == os.Getpid() {
+			t.Fatalf("guardrun (%d) is still in %s", p, g.Path())
+		}
+	}
+}
+
+func TestOOMKillAtCeiling(t *testing.T) {
+	g := open(t, Limits{Max: 64 << 20})
+	c := child("leak", "4")
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("leaking child ended with %v, want SIGKILL", err)
+	}
+	s, err := g.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.OOMKills < 1 {
+		t.Fatalf("oom_kill = %d, want >= 1", s.OOMKills)
+	}
+	if s.Peak < 60<<20 || s.Peak > 64<<20+4096 {
+		t.Fatalf("peak %d is not at the 64 MiB ceiling", s.Peak)
+	}
+}
+
+func TestChildUnderCeilingExitsNormally(t *testing.T) {
+	g := open(t, Limits{Max: 128 << 20})
+	c := child("alloc", "32")
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := g.Stats()
+	if s.OOMKills != 0 || s.Peak < 32<<20 {
+		t.Fatalf("stats %+v: want no OOM kill and a peak of at least 32 MiB", s)
+	}
+}
+
+func TestKillTakesGrandchildren(t *testing.T) {
+	g := open(t, Limits{Max: 256 << 20})
+	pidfile := filepath.Join(t.TempDir(), "pids")
+	c := child("tree", "3", pidfile)
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(testchild.WaitFile(t, pidfile)) {
+		p, _ := strconv.Atoi(f)
+		pids = append(pids, p)
+	}
+	if err := g.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	c.Wait()
+	if err := g.Remove(); err != nil { // waits for the group to empty
+		t.Fatal(err)
+	}
+	for _, p := range pids {
+		if testchild.Alive(p) {
+			t.Errorf("grandchild %d survived the group kill", p)
+		}
+	}
+}
+
+func TestStaleGroupIsCleaned(t *testing.T) {
+	h := Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	name := fmt.Sprintf("grtest-stale-%d", os.Getpid())
+	old, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: 64 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := child("sleep", "1h")
+	if err := old.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	go c.Wait()
+	// A guardrun killed by SIGKILL leaves its group and child; its lock
+	// goes with it. Dropping the lock is what the kernel does then.
+	switch g := old.(type) {
+	case *v1Group:
+		g.lock.Close()
+	case *v2Group:
+		g.lock.Close()
+	}
+	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: 32 << 20}})
+	if err != nil {
+		t.Fatalf("Open over a stale group: %v", err)
+	}
+	defer func() {
+		if err := g.Remove(); err != nil {
+			t.Error(err)
+		}
+	}()
+	if testchild.Alive(c.Process.Pid) {
+		t.Fatalf("the stale group's process %d is alive", c.Process.Pid)
+	}
+	if s, _ := g.Stats(); s.Limit != 32<<20 || s.Peak > 1<<20 {
+		t.Fatalf("the group was not made anew: %+v", s)
+	}
+}
+
+func TestLiveNameIsBusy(t *testing.T) {
+	g := open(t, Limits{Max: 64 << 20})
+	_, err := Open(Options{Name: filepath.Base(g.Path()), Backend: g.Backend(), Limits: Limits{Max: 64 << 20}})
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("second Open of a live name: %v, want ErrBusy", err)
+	}
+}
+
+func TestPidsMaxStopsForks(t *testing.T) {
+	g := open(t, Limits{Max: 256 << 20, PidsMax: 12})
+	c := child("tree", "20", filepath.Join(t.TempDir(), "pids"))
+	var out strings.Builder
+	c.Stderr = &out
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Wait(); err == nil {
+		t.Fatal("20 grandchildren started under pids.max 12")
+	}
+	if !strings.Contains(out.String(), "resource temporarily unavailable") {
+		t.Fatalf("fork did not fail with EAGAIN: %s", out.String())
+	}
+}
+
+func TestNoCgroupBackendKillsAtCeiling(t *testing.T) {
+	g, err := Open(Options{Name: "grtest-none", Backend: "none", Limits: Limits{Max: 64 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	if NoCgroupReason(g) == "" {
+		t.Fatal("the none backend must say why it is used")
+	}
+	c := child("leak", "2")
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	err = c.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("leaking child ended with %v, want SIGKILL", err)
+	}
+	if s, _ := g.Stats(); s.OOMKills != 1 || s.Peak <= 64<<20 {
+		t.Fatalf("stats %+v: want one kill past the ceiling", s)
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, ok := range []string{"app", "node-1", "my_app.v2", "a@b:c", strings.Repeat("x", 128)} {
+		if err := ValidName(ok); err != nil {
+			t.Errorf("ValidName(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", ".", "..", "../x", "a/b", "/abs", ".hidden", "a b", "tab\there", "nl\n", "bell\a", strings.Repeat("x", 129), "bad\xff"} {
+		if err := ValidName(bad); err == nil {
+			t.Errorf("ValidName(%q) accepted", bad)
+		}
+	}
+}
+
+func TestNameFor(t *testing.T) {
+	for in, want := range map[string]string{
+		"node":              "node",
+		"/usr/bin/node":     "node",
+		"./build.sh":        "build.sh",
+		"..":                "run",
+		"":                  "run",
+		"my prog":           "my-prog",
+		"/x/.hidden":        "hidden",
+		"weird\x01name\xff": "weird-name-",
+	} {
+		if got := NameFor(in); got != want {
+			t.Errorf("NameFor(%q) = %q, want %q", in, got, want)
+		}
+		if err := ValidName(NameFor(in)); err != nil {
+			t.Errorf("NameFor(%q) is not a valid name: %v", in, err)
+		}
+	}
+}

@@ -1,0 +1,176 @@
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// readUint reads a one-number kernel file such as memory.current. "max"
+// (v2's "no limit") reads as 0.
+func readUint(path string) (uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "max" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("parse %q: %w", path, err)
+	}
+	return v, nil
+}
+
+// readKey reads one "key value" line from a flat-keyed kernel file such as
+// memory.events or memory.oom_control. A missing key reads as 0.
+func readKey(path, key string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, sc.Err()
+}
+
+// writeFile writes one value to a kernel file; the error names the file.
+func writeFile(path, value string) error {
+	if err := os.WriteFile(path, []byte(value), 0); err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, path, err)
+	}
+	return nil
+}
+
+// readPids lists the processes in a cgroup.procs file.
+func readPids(procs string) ([]int, error) {
+	b, err := os.ReadFile(procs)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
+}
+
+// killAll SIGKILLs every process listed in procs until the file reads empty.
+// A process may fork between our read and our kill, so this loops; pids.max
+// bounds a fork bomb, and the deadline bounds the loop. guardrun's own pid
+// is skipped: on v1 one of its threads sits in the group for an instant
+// while it starts the child (see v1Group.Start).
+func killAll(procs string, deadline time.Duration) error {
+	self := os.Getpid()
+	end := time.Now().Add(deadline)
+	for {
+		pids, err := readPids(procs)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, p := range pids {
+			if p != self {
+				unix.Kill(p, unix.SIGKILL)
+				n++
+			}
+		}
+		if n == 0 {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("%s: %d processes survived SIGKILL for %s", procs, n, deadline)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// rmdir removes an empty cgroup directory. A killed process leaves the
+// group a moment after SIGKILL, so EBUSY is retried for a while.
+func rmdir(dir string) error {
+	var err error
+	for delay := time.Millisecond; delay < 2*time.Second; delay *= 2 {
+		err = unix.Rmdir(dir)
+		if err == nil || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(delay)
+	}
+	return fmt.Errorf("remove %s: %w", dir, err)
+}
+
+// claim creates dir (a cgroup) and takes an exclusive flock on it for the
+// life of the run. The lock is how a stale group is told from a live one:
+// the kernel drops it when its holder dies, even by SIGKILL. If dir exists
+// and nobody holds it, it is the leftover of a killed guardrun: whatever
+// still runs in it is killed (procs lists its cgroup.procs files), and it
+// is made anew so its counters (peak, oom_kill) start from zero.
+// extra are sibling directories of other v1 hierarchies made anew likewise.
+func claim(dir string, procs []string, extra ...string) (lock *os.File, stale bool, err error) {
+	for attempt := 0; attempt < 2; attempt++ {
+		err = os.Mkdir(dir, 0o755)
+		fresh := err == nil
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			return nil, false, fmt.Errorf("create %s: %w", dir, err)
+		}
+		lock, err = os.Open(dir)
+		if err != nil {
+			return nil, false, fmt.Errorf("open %s: %w", dir, err)
+		}
+		if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			lock.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				return nil, false, fmt.Errorf("%w: %s is held by another guardrun", ErrBusy, dir)
+			}
+			return nil, false, fmt.Errorf("lock %s: %w", dir, err)
+		}
+		if fresh {
+			for _, d := range extra {
+				if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+					lock.Close()
+					return nil, false, fmt.Errorf("create %s: %w", d, err)
+				}
+			}
+			return lock, stale, nil
+		}
+		// Left behind by a guardrun that died: empty it and start over.
+		stale = true
+		for _, p := range procs {
+			if err := killAll(p, 5*time.Second); err != nil {
+				lock.Close()
+				return nil, false, err
+			}
+		}
+		for _, d := range slices.Concat(extra, []string{dir}) {
+			if err := rmdir(d); err != nil {
+				lock.Close()
+				return nil, false, err
+			}
+		}
+		lock.Close()
+	}
+	return nil, false, fmt.Errorf("%w: %s was re-created by another guardrun", ErrBusy, dir)
+}

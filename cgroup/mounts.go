@@ -1,0 +1,119 @@
+package cgroup
+
+import (
+	"bufio"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Hierarchy is what this host mounts, read from /proc/self/mountinfo.
+type Hierarchy struct {
+	V2          string   // cgroup2 mount point, "" if none
+	V2Controls  []string // controllers the v2 root offers (cgroup.controllers)
+	V1Memory    string   // cgroup v1 memory hierarchy mount point
+	V1Pids      string   // cgroup v1 pids hierarchy mount point
+	V2Own       string   // this process's v2 cgroup ("0::" line), e.g. "/" or "/system.slice/x.service"
+	V1OwnMemory string   // this process's v1 memory cgroup
+}
+
+// V2Memory reports whether the unified hierarchy has the memory controller.
+func (h Hierarchy) V2Memory() bool {
+	return h.V2 != "" && slices.Contains(h.V2Controls, "memory")
+}
+
+// Version names the hierarchy the memory controller is bound to.
+func (h Hierarchy) Version() string {
+	switch {
+	case h.V2Memory():
+		return "v2"
+	case h.V1Memory != "":
+		return "v1"
+	}
+	return "none"
+}
+
+// Why says why no memory controller is usable; "" when one is.
+func (h Hierarchy) Why() string {
+	switch {
+	case h.V2Memory() || h.V1Memory != "":
+		return ""
+	case h.V2 != "":
+		return "the cgroup2 hierarchy at " + h.V2 + " has no memory controller and no cgroup v1 memory hierarchy is mounted"
+	}
+	return "no cgroup filesystem is mounted"
+}
+
+// Discover reads the mounts and this process's cgroups. It never fails: a
+// host without cgroups is a host whose Hierarchy is empty.
+func Discover() Hierarchy {
+	var h Hierarchy
+	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			// 36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue
+			pre, post, ok := strings.Cut(sc.Text(), " - ")
+			if !ok {
+				continue
+			}
+			pf, qf := strings.Fields(pre), strings.Fields(post)
+			if len(pf) < 5 || len(qf) < 3 {
+				continue
+			}
+			mnt := unescapeMount(pf[4])
+			switch qf[0] {
+			case "cgroup2":
+				if h.V2 == "" {
+					h.V2 = mnt
+				}
+			case "cgroup":
+				opts := strings.Split(qf[2], ",")
+				if slices.Contains(opts, "memory") && h.V1Memory == "" {
+					h.V1Memory = mnt
+				}
+				if slices.Contains(opts, "pids") && h.V1Pids == "" {
+					h.V1Pids = mnt
+				}
+			}
+		}
+		f.Close()
+	}
+	if h.V2 != "" {
+		if b, err := os.ReadFile(h.V2 + "/cgroup.controllers"); err == nil {
+			h.V2Controls = strings.Fields(string(b))
+		}
+	}
+	if b, err := os.ReadFile("/proc/self/cgroup"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			parts := strings.SplitN(line, ":", 3)
+			if len(parts) != 3 {
+				continue
+			}
+			if parts[0] == "0" && parts[1] == "" {
+				h.V2Own = parts[2]
+			}
+			if slices.Contains(strings.Split(parts[1], ","), "memory") {
+				h.V1OwnMemory = parts[2]
+			}
+		}
+	}
+	return h
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			v := (int(s[i+1]-'0') << 6) | (int(s[i+2]-'0') << 3) | int(s[i+3]-'0')
+			b.WriteByte(byte(v))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,83 @@
+package cgroup
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// ErrSize is wrapped by every size parse error, so callers can attach the
+// hint that says what is accepted.
+var ErrSize = errors.New("invalid size")
+
+// SizeHint says what ParseSize accepts; the CLI prints it under an error.
+const SizeHint = "use bytes, K, M, G, T or KiB, MiB, GiB, TiB (base 1024, as systemd), or a percentage of physical RAM like 50%"
+
+var units = map[string]uint64{
+	"": 1, "b": 1,
+	"k": 1 << 10, "kib": 1 << 10,
+	"m": 1 << 20, "mib": 1 << 20,
+	"g": 1 << 30, "gib": 1 << 30,
+	"t": 1 << 40, "tib": 1 << 40,
+}
+
+// ParseSize reads a memory size: plain bytes, a base-1024 unit (K, M, G, T,
+// or KiB..TiB; case-insensitive, as systemd's MemoryMax=), or N% of total.
+// Decimal fractions are allowed ("1.5G"). Zero is refused: a zero ceiling
+// would kill the child before its first instruction.
+func ParseSize(s string, total uint64) (uint64, error) {
+	in := strings.TrimSpace(s)
+	if in == "" {
+		return 0, fmt.Errorf("%w: empty", ErrSize)
+	}
+	if pct, ok := strings.CutSuffix(in, "%"); ok {
+		p, err := strconv.ParseFloat(pct, 64)
+		if err != nil || math.IsNaN(p) || p <= 0 || p > 100 {
+			return 0, fmt.Errorf("%w %q: percentage must be above 0 and at most 100", ErrSize, s)
+		}
+		if total == 0 {
+			return 0, fmt.Errorf("%w %q: physical memory size is unknown", ErrSize, s)
+		}
+		return uint64(float64(total) * p / 100), nil
+	}
+	i := strings.IndexFunc(in, func(r rune) bool { return (r < '0' || r > '9') && r != '.' })
+	num, unit := in, ""
+	if i >= 0 {
+		num, unit = in[:i], strings.ToLower(strings.TrimSpace(in[i:]))
+	}
+	mult, ok := units[unit]
+	if !ok {
+		return 0, fmt.Errorf("%w %q: unknown unit %q", ErrSize, s, in[i:])
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	if err != nil || num == "" {
+		return 0, fmt.Errorf("%w %q: not a number", ErrSize, s)
+	}
+	b := v * float64(mult)
+	if b < 1 {
+		return 0, fmt.Errorf("%w %q: must be at least 1 byte", ErrSize, s)
+	}
+	if b >= math.MaxInt64 {
+		return 0, fmt.Errorf("%w %q: too large", ErrSize, s)
+	}
+	return uint64(b), nil
+}
+
+// FormatSize prints bytes the way people read them: 512 MiB, 1.5 GiB.
+func FormatSize(b uint64) string {
+	const unit = 1024
+	if b < unit {
+		return fmt.Sprintf("%d B", b)
+	}
+	div, exp := uint64(unit), 0
+	for n := b / unit; n >= unit && exp < 3; n /= unit {
+		div *= unit
+		exp++
+	}
+	v := float64(b) / float64(div)
+	s := strconv.FormatFloat(v, 'f', 1, 64)
+	s = strings.TrimSuffix(s, ".0")
+	return s + " " + []string{"KiB", "MiB", "GiB", "TiB"}[exp]
+}

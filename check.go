@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/shirou/gopsutil/v4/mem"
+)
+
+// check prints what this host offers and proves it: it creates a small
+// memory-limited group, reads the limit back and removes it. It returns 0
+// when a ceiling can be enforced.
+func check(w io.Writer) int {
+	h := cgroup.Discover()
+	fmt.Fprintf(w, "memory controller: %s\n", h.Version())
+	if h.V2 != "" {
+		ctl := strings.Join(h.V2Controls, " ")
+		if ctl == "" {
+			ctl = "none"
+		}
+		fmt.Fprintf(w, "cgroup2 mount:     %s (controllers: %s; this process: %s)\n", h.V2, ctl, h.V2Own)
+	}
+	if h.V1Memory != "" {
+		fmt.Fprintf(w, "cgroup v1 memory:  %s (this process: %s)\n", h.V1Memory, h.V1OwnMemory)
+	}
+	if h.V1Pids != "" {
+		fmt.Fprintf(w, "cgroup v1 pids:    %s\n", h.V1Pids)
+	}
+	if vm, err := mem.VirtualMemory(); err == nil {
+		fmt.Fprintf(w, "MemAvailable:      %s of %s\n", cgroup.FormatSize(vm.Available), cgroup.FormatSize(vm.Total))
+	}
+	if sw, err := mem.SwapMemory(); err == nil {
+		if sw.Total == 0 {
+			fmt.Fprintf(w, "swap:              none\n")
+		} else {
+			fmt.Fprintf(w, "swap:              %s of %s used (guardrun's default --swap-max 0 keeps the group out of it)\n", cgroup.FormatSize(sw.Used), cgroup.FormatSize(sw.Total))
+		}
+	}
+	name := fmt.Sprintf("check-%d", os.Getpid())
+	g, err := cgroup.Open(cgroup.Options{Name: name, Backend: h.Version(), Limits: cgroup.Limits{Max: 64 << 20}})
+	if err != nil || g.Backend() == "none" {
+		why := h.Why()
+		if err != nil {
+			why = err.Error()
+		}
+		fmt.Fprintf(w, "can enforce:       no: %s\n", why)
+		fmt.Fprintf(w, "                   guardrun would fall back to sampling RSS (--cgroup none), which a fast leak can outrun\n")
+		return 1
+	}
+	where := g.Path()
+	if err := g.Remove(); err != nil {
+		fmt.Fprintf(w, "can enforce:       no: created %s but could not remove it: %v\n", where, err)
+		return 1
+	}
+	fmt.Fprintf(w, "can enforce:       yes, with cgroup %s groups like %s (a 64 MiB test group was created, read back and removed)\n", g.Backend(), where)
+	return 0
+}

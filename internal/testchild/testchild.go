@@ -1,0 +1,197 @@
+// Package testchild is the real child process the tests supervise: the
+// test binary re-executes itself in one of a few modes (leak, allocate,
+// exit, sleep, fork a tree, ignore a signal, ...), so the tests need no
+// other program and run the same on the host and inside the VM.
+package testchild
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Env marks a process as a test child; its value is unused.
+const Env = "GUARDRUN_TESTCHILD"
+
+// Command returns argv that runs this test binary as a child in mode.
+func Command(mode string, args ...string) []string {
+	return append([]string{self(), "-test.run=^$", "--", mode}, args...)
+}
+
+func self() string {
+	p, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// Environ is os.Environ plus the marker that makes the binary a child.
+func Environ() []string { return append(os.Environ(), Env+"=1") }
+
+// MaybeRun runs the child and exits when the process is one; tests call it
+// first thing in TestMain.
+func MaybeRun() {
+	if os.Getenv(Env) == "" {
+		return
+	}
+	args := os.Args[1:]
+	for len(args) > 0 && args[0] != "--" {
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		fmt.Fprintln(os.Stderr, "testchild: no mode")
+		os.Exit(2)
+	}
+	os.Exit(Main(args[1], args[2:]))
+}
+
+// Main runs one mode and returns its exit code.
+func Main(mode string, args []string) int {
+	arg := func(i int) string {
+		if i < len(args) {
+			return args[i]
+		}
+		return ""
+	}
+	switch mode {
+	case "exit":
+		n, _ := strconv.Atoi(arg(0))
+		return n
+	case "sleep":
+		d, _ := time.ParseDuration(arg(0))
+		time.Sleep(d)
+		return 0
+	case "alloc": // alloc MIB: hold MIB of touched memory, then exit 0
+		n, _ := strconv.Atoi(arg(0))
+		hold := touch(n << 20)
+		fmt.Println("allocated", len(hold)>>20, "MiB")
+		return 0
+	case "leak": // leak MIB: touch MIB more every 10ms until killed
+		n, _ := strconv.Atoi(arg(0))
+		var held [][]byte
+		for {
+			held = append(held, touch(n<<20))
+			time.Sleep(10 * time.Millisecond)
+		}
+	case "tree": // tree N PIDFILE: start N grandchildren that sleep, write their pids
+		n, _ := strconv.Atoi(arg(0))
+		var pids []string
+		for range n {
+			c := exec.Command(self(), Command("sleep", "1h")[1:]...)
+			c.Env = os.Environ()
+			if err := c.Start(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			pids = append(pids, strconv.Itoa(c.Process.Pid))
+		}
+		writeAtomic(arg(1), strings.Join(pids, "\n"))
+		time.Sleep(time.Hour)
+		return 0
+	case "daemon": // daemon PIDFILE: double-fork a sleeper into its own session and exit
+		c := exec.Command(self(), Command("sleep", "1h")[1:]...)
+		c.Env = os.Environ()
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := c.Start(); err != nil {
+			return 1
+		}
+		writeAtomic(arg(0), strconv.Itoa(c.Process.Pid))
+		return 0
+	case "ignore": // ignore READYFILE: ignore TERM and INT, say so, sleep
+		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
+		writeAtomic(arg(0), "ready")
+		time.Sleep(time.Hour)
+		return 0
+	case "signals": // signals FILE: record each signal; exit 0 at TERM
+		ch := make(chan os.Signal, 8)
+		signal.Notify(ch, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT, syscall.SIGWINCH, syscall.SIGQUIT)
+		f, err := os.OpenFile(arg(0), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return 1
+		}
+		fmt.Fprintln(f, "ready")
+		for s := range ch {
+			fmt.Fprintln(f, s.(syscall.Signal).String())
+			if s == syscall.SIGTERM {
+				return 0
+			}
+		}
+	case "cgroup":
+		b, _ := os.ReadFile("/proc/self/cgroup")
+		os.Stdout.Write(b)
+		return 0
+	case "kill-self": // kill-self SIG
+		n, _ := strconv.Atoi(arg(0))
+		syscall.Kill(os.Getpid(), syscall.Signal(n))
+		time.Sleep(time.Second)
+		return 1
+	}
+	fmt.Fprintln(os.Stderr, "testchild: unknown mode", mode)
+	return 2
+}
+
+func touch(n int) []byte {
+	b := make([]byte, n)
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	return b
+}
+
+func writeAtomic(path, s string) {
+	os.WriteFile(path+".tmp", []byte(s), 0o644)
+	os.Rename(path+".tmp", path)
+}
+
+// WaitFile waits for a file written by a child, up to a bound.
+func WaitFile(t testing.TB, path string) string {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		if b, err := os.ReadFile(path); err == nil && len(b) > 0 {
+			return string(b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s did not appear within 10s", path)
+	return ""
+}
+
+// Alive reports whether pid names a live (not zombie) process.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// RequireCgroup skips a test that needs root and a memory cgroup, or fails
+// it when GUARDRUN_TEST_REQUIRE=1 (set by .ci/run and the VM), so nothing
+// skips silently in CI. want is "v1", "v2" or "" for either.
+func RequireCgroup(t testing.TB, have, want string) {
+	t.Helper()
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "needs root"
+	case have == "none":
+		why = "needs a memory cgroup (v1 or v2)"
+	case want != "" && have != want:
+		why = "needs cgroup " + want + "; this host binds memory to " + have
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" && (want == "" || os.Getenv("GUARDRUN_TEST_BACKEND") == want) {
+		t.Fatalf("%s: %s, and GUARDRUN_TEST_REQUIRE=1 forbids skipping", t.Name(), why)
+	}
+	t.Skipf("%s: %s", t.Name(), why)
+}

@@ -1,0 +1,190 @@
+// Command guardrun runs a command in its own memory-capped cgroup, forwards
+// signals, propagates the exit status, and says plainly when the kernel's
+// OOM killer ended it.
+//
+//	guardrun --max 512M -- node app.js
+//
+// This file only wires flags to packages cgroup and supervise.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/supervise"
+	"github.com/urfave/cli/v2"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args, os.Stderr))
+}
+
+// run is main without os.Exit, so tests can drive it in-process.
+func run(args []string, stderr io.Writer) int {
+	code := 0
+	app := newApp(stderr, &code)
+	if err := app.Run(args); err != nil {
+		return report(stderr, err)
+	}
+	return code
+}
+
+func newApp(stderr io.Writer, code *int) *cli.App {
+	return &cli.App{
+		Name:      "guardrun",
+		Usage:     "run a command under a kernel-enforced memory ceiling and say why it died",
+		UsageText: "guardrun [flags] -- COMMAND [ARGS...]\nguardrun check\nguardrun version",
+		Description: `Runs COMMAND in its own cgroup (v2, or v1 where the host binds memory there)
+with a memory ceiling that covers it and every process it forks. Signals are
+forwarded; guardrun exits with the child's status.
+
+Flags also come from --config FILE (TOML, same names as the long flags, e.g.
+max = "512M") and from GUARDRUN_* environment variables (GUARDRUN_MAX,
+GUARDRUN_STOP_TIMEOUT, ...). The command line wins over the environment, the
+environment over the file.
+
+Exit status: the child's own; 128+N when signal N ended it; 137 when the
+kernel's OOM killer did; 125 when guardrun itself failed (bad input, no
+cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
+		Flags:           flags(),
+		HideHelpCommand: true,
+		Writer:          stderr,
+		ErrWriter:       stderr,
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError(err.Error(), "see guardrun --help")
+		},
+		Action: func(c *cli.Context) error {
+			s, err := loadSettings(c)
+			if err != nil {
+				return err
+			}
+			*code, err = guard(c.Context, s, stderr)
+			return err
+		},
+		Commands: []*cli.Command{
+			{
+				Name:  "check",
+				Usage: "print what this host offers and whether a ceiling can be enforced",
+				Action: func(c *cli.Context) error {
+					*code = check(os.Stdout)
+					return nil
+				},
+			},
+			{
+				Name:  "version",
+				Usage: "print guardrun's version",
+				Action: func(c *cli.Context) error {
+					fmt.Printf("guardrun %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+					return nil
+				},
+			},
+		},
+	}
+}
+
+// guard runs one command and returns guardrun's exit code.
+func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	log := newLogger(stderr, s.logFormat, s.quiet)
+	cfg := s.supervise
+	cfg.Log = log
+	cfg.Init = true
+	cfg.Preflight.Waiting = func(avail uint64) {
+		log.Warn("preflight: waiting for memory", "run", cfg.Name, "available", cgroup.FormatSize(avail), "need", cgroup.FormatSize(cfg.Preflight.Need), "wait", cfg.Preflight.Wait)
+	}
+	r, err := supervise.Run(ctx, cfg)
+	if err != nil {
+		return 0, runError(err, cfg)
+	}
+	if !s.quiet || r.OOMKilled() {
+		fmt.Fprintf(stderr, "guardrun: %s\n", r.Summary())
+	}
+	return r.ExitCode, nil
+}
+
+// runError turns a supervision failure into what the user reads.
+func runError(err error, cfg supervise.Config) error {
+	var pe *supervise.PreflightError
+	var se *supervise.StartError
+	switch {
+	case errors.As(err, &pe):
+		return &userError{msg: err.Error() + ": " + cfg.Name + " was not started", code: supervise.ExitInternal,
+			hints: []string{"free memory, lower the need with --preflight SIZE, wait for it with --preflight-wait 2m, or turn it off with --preflight off"}}
+	case errors.As(err, &se):
+		return &userError{msg: err.Error(), code: se.ExitCode(), hints: startHints(se)}
+	case errors.Is(err, cgroup.ErrBusy):
+		return &userError{msg: err.Error(), code: supervise.ExitInternal,
+			hints: []string{"another guardrun runs under the name " + cfg.Name + "; give this one its own with --name"}}
+	}
+	return &userError{msg: err.Error(), code: supervise.ExitInternal,
+		hints: []string{"run `guardrun check` to see what this host offers, or force a backend with --cgroup v1|v2|none"}}
+}
+
+func startHints(se *supervise.StartError) []string {
+	switch se.ExitCode() {
+	case supervise.ExitNotFound:
+		return []string{"check the command's spelling and $PATH"}
+	case supervise.ExitNotExec:
+		return []string{"check that " + se.Command + " is a program with execute permission"}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, format string, quiet bool) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if quiet {
+		opts.Level = slog.LevelWarn
+	}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// userError is what guardrun prints when it fails: one error line, then one
+// hint line per fix, and its exit code.
+type userError struct {
+	msg   string
+	hints []string
+	code  int
+}
+
+func (e *userError) Error() string { return e.msg }
+
+func usageError(msg string, hints ...string) error {
+	return &userError{msg: msg, hints: hints, code: supervise.ExitInternal}
+}
+
+func report(w io.Writer, err error) int {
+	var ue *userError
+	if !errors.As(err, &ue) {
+		ue = &userError{msg: err.Error(), code: supervise.ExitInternal}
+	}
+	fmt.Fprintf(w, "guardrun: error: %s\n", ue.msg)
+	for _, h := range ue.hints {
+		fmt.Fprintf(w, "guardrun: hint: %s\n", h)
+	}
+	return ue.code
+}

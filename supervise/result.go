@@ -1,0 +1,153 @@
+package supervise
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"golang.org/x/sys/unix"
+)
+
+// Exit codes guardrun itself uses, as shells and `docker run` do.
+const (
+	ExitInternal    = 125 // guardrun failed: bad input, no group, preflight
+	ExitNotExec     = 126 // the command exists but cannot be executed
+	ExitNotFound    = 127 // the command was not found
+	ExitOOM         = 137 // 128 + SIGKILL: the OOM killer ended the child
+	causeExited     = "exited"
+	causeSignaled   = "signaled"
+	causeOOM        = "oom_kill"
+	exitSignalsBase = 128
+)
+
+// Result is how a run ended.
+type Result struct {
+	Name, Backend, Path string
+	Pid                 int
+	Status              unix.WaitStatus
+	Stats               cgroup.Stats
+	Duration            time.Duration
+	Stopped             bool // guardrun was asked to stop the child
+	Forced              bool // the group was killed: stop timeout or a second stop request
+
+	Cause    string // exited, signaled, oom_kill
+	ExitCode int    // what guardrun exits with
+}
+
+// classify tells an OOM kill from any other death. The child died of an
+// OOM kill when SIGKILL ended it and the group's oom_kill counter moved,
+// and guardrun itself did not kill the group.
+func (r *Result) classify() {
+	switch {
+	case r.Status.Signaled() && r.Status.Signal() == unix.SIGKILL && r.Stats.OOMKills > 0 && !r.Forced:
+		r.Cause, r.ExitCode = causeOOM, ExitOOM
+	case r.Status.Signaled():
+		r.Cause, r.ExitCode = causeSignaled, exitSignalsBase+int(r.Status.Signal())
+	default:
+		r.Cause, r.ExitCode = causeExited, r.Status.ExitStatus()
+	}
+}
+
+// OOMKilled reports whether the kernel's OOM killer (or, without a cgroup,
+// guardrun's sampler) ended the child.
+func (r *Result) OOMKilled() bool { return r.Cause == causeOOM }
+
+// Summary is the one line a person reads at the end of a run, e.g.
+// "app was killed by the kernel OOM killer at its 512 MiB ceiling (peak
+// 512 MiB, ran 4.2s)".
+func (r *Result) Summary() string {
+	ceiling := ""
+	if r.Stats.Limit > 0 {
+		ceiling = cgroup.FormatSize(r.Stats.Limit)
+	}
+	killer := "the kernel OOM killer"
+	if r.Backend == "none" {
+		killer = "guardrun (no cgroup: sampled RSS)"
+	}
+	var what string
+	switch r.Cause {
+	case causeOOM:
+		what = fmt.Sprintf("was killed by %s at its %s ceiling", killer, ceiling)
+	case causeSignaled:
+		what = fmt.Sprintf("was killed by signal %d (%s)", int(r.Status.Signal()), signalName(r.Status.Signal()))
+	default:
+		what = fmt.Sprintf("exited %d", r.ExitCode)
+	}
+	if r.Cause != causeOOM && r.Stats.OOMKills > 0 {
+		what += fmt.Sprintf(" after %s killed %s in its group at its %s ceiling", killer, plural(r.Stats.OOMKills, "process", "processes"), ceiling)
+	}
+	if r.Forced {
+		what += " (its group was killed by guardrun after the stop timeout or a second stop request)"
+	}
+	peak := "peak " + cgroup.FormatSize(r.Stats.Peak)
+	if r.Cause != causeOOM && ceiling != "" {
+		peak += " of " + ceiling
+	}
+	return fmt.Sprintf("%s %s (%s, ran %s)", r.Name, what, peak, fmtDuration(r.Duration))
+}
+
+func plural(n uint64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+func signalName(s unix.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return "signal " + fmt.Sprint(int(s))
+}
+
+// StartError is a child that could not be started: not found, not
+// executable, or refused by the kernel.
+type StartError struct {
+	Command string
+	Err     error
+}
+
+func (e *StartError) Error() string { return fmt.Sprintf("%s: %v", e.Command, e.Err) }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// ExitCode maps a start failure the way shells do: 127 not found, 126
+// found but not executable, 125 anything else.
+func (e *StartError) ExitCode() int {
+	switch {
+	case errors.Is(e.Err, exec.ErrNotFound), errors.Is(e.Err, os.ErrNotExist):
+		return ExitNotFound
+	case errors.Is(e.Err, os.ErrPermission), errors.Is(e.Err, unix.ENOEXEC), errors.Is(e.Err, unix.EISDIR):
+		return ExitNotExec
+	}
+	return ExitInternal
+}
+
+// ParseSignal reads a signal by name ("TERM", "SIGTERM", "term") or number.
+func ParseSignal(s string) (unix.Signal, error) {
+	u := strings.ToUpper(strings.TrimSpace(s))
+	if !strings.HasPrefix(u, "SIG") {
+		u = "SIG" + u
+	}
+	if sig := unix.SignalNum(u); sig != 0 {
+		return sig, nil
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err == nil && n > 0 && n < 65 && fmt.Sprint(n) == strings.TrimSpace(s) {
+		return unix.Signal(n), nil
+	}
+	return 0, fmt.Errorf("unknown signal %q", s)
+}
