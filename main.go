@@ -16,6 +16,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"strings"
 
 	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
@@ -31,6 +32,13 @@ func main() {
 
 // run is main without os.Exit, so tests can drive it in-process.
 func run(args []string, stderr io.Writer) int {
+	// An empty GUARDRUN_X= means unset, as it does for most Unix tools;
+	// left in place it would count as set and hide the --config value.
+	for _, kv := range os.Environ() {
+		if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "GUARDRUN_") && v == "" {
+			os.Unsetenv(k)
+		}
+	}
 	code := 0
 	app := newApp(stderr, &code)
 	if err := app.Run(args); err != nil {

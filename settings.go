@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -113,8 +114,12 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	}
 	size := func(flag string) (uint64, error) {
 		v, err := cgroup.ParseSize(c.String(flag), total)
+		var se *cgroup.SizeError
+		if errors.As(err, &se) {
+			return 0, usageError(fmt.Sprintf("--%s %s: %s", flag, c.String(flag), se.Reason), cgroup.SizeHint)
+		}
 		if err != nil {
-			return 0, usageError(fmt.Sprintf("--%s %s: %v", flag, c.String(flag), strings.TrimPrefix(err.Error(), cgroup.ErrSize.Error()+" ")), cgroup.SizeHint)
+			return 0, usageError(fmt.Sprintf("--%s %s: %v", flag, c.String(flag), err), cgroup.SizeHint)
 		}
 		return v, nil
 	}

@@ -1,16 +1,20 @@
 package cgroup
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 )
 
-// ErrSize is wrapped by every size parse error, so callers can attach the
-// hint that says what is accepted.
-var ErrSize = errors.New("invalid size")
+// SizeError is a size ParseSize refused; Reason says why in a few words.
+type SizeError struct{ Input, Reason string }
+
+func (e *SizeError) Error() string { return fmt.Sprintf("size %q: %s", e.Input, e.Reason) }
+
+func sizeErr(in, format string, a ...any) error {
+	return &SizeError{Input: in, Reason: fmt.Sprintf(format, a...)}
+}
 
 // SizeHint says what ParseSize accepts; the CLI prints it under an error.
 const SizeHint = "use bytes, K, M, G, T or KiB, MiB, GiB, TiB (base 1024, as systemd), or a percentage of physical RAM like 50%"
@@ -30,15 +34,15 @@ var units = map[string]uint64{
 func ParseSize(s string, total uint64) (uint64, error) {
 	in := strings.TrimSpace(s)
 	if in == "" {
-		return 0, fmt.Errorf("%w: empty", ErrSize)
+		return 0, sizeErr(s, "empty")
 	}
 	if pct, ok := strings.CutSuffix(in, "%"); ok {
 		p, err := strconv.ParseFloat(pct, 64)
 		if err != nil || math.IsNaN(p) || p <= 0 || p > 100 {
-			return 0, fmt.Errorf("%w %q: percentage must be above 0 and at most 100", ErrSize, s)
+			return 0, sizeErr(s, "percentage must be above 0 and at most 100")
 		}
 		if total == 0 {
-			return 0, fmt.Errorf("%w %q: physical memory size is unknown", ErrSize, s)
+			return 0, sizeErr(s, "physical memory size is unknown")
 		}
 		return uint64(float64(total) * p / 100), nil
 	}
@@ -49,18 +53,18 @@ func ParseSize(s string, total uint64) (uint64, error) {
 	}
 	mult, ok := units[unit]
 	if !ok {
-		return 0, fmt.Errorf("%w %q: unknown unit %q", ErrSize, s, in[i:])
+		return 0, sizeErr(s, "unknown unit %q", in[i:])
 	}
 	v, err := strconv.ParseFloat(num, 64)
 	if err != nil || num == "" {
-		return 0, fmt.Errorf("%w %q: not a number", ErrSize, s)
+		return 0, sizeErr(s, "not a number")
 	}
 	b := v * float64(mult)
 	if b < 1 {
-		return 0, fmt.Errorf("%w %q: must be at least 1 byte", ErrSize, s)
+		return 0, sizeErr(s, "must be at least 1 byte")
 	}
 	if b >= math.MaxInt64 {
-		return 0, fmt.Errorf("%w %q: too large", ErrSize, s)
+		return 0, sizeErr(s, "too large")
 	}
 	return uint64(b), nil
 }

@@ -32,11 +32,13 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 	for _, in := range []string{"", "5X", "M", "-1G", "0", "0%", "101%", "abc%", "1.2.3G", "1e3", "9999999T", "12 MB", "0.1"} {
-		if got, err := ParseSize(in, 16*gib); !errors.Is(err, ErrSize) {
-			t.Errorf("ParseSize(%q) = %d, %v; want an ErrSize", in, got, err)
+		var se *SizeError
+		if got, err := ParseSize(in, 16*gib); !errors.As(err, &se) || se.Input != in {
+			t.Errorf("ParseSize(%q) = %d, %v; want a SizeError", in, got, err)
 		}
 	}
-	if _, err := ParseSize("50%", 0); !errors.Is(err, ErrSize) {
+	var se *SizeError
+	if _, err := ParseSize("50%", 0); !errors.As(err, &se) {
 		t.Errorf("percentage without a known total must fail, got %v", err)
 	}
 }

@@ -85,7 +85,7 @@ func Main(mode string, args []string) int {
 		var pids []string
 		for range n {
 			c := exec.Command(self(), Command("sleep", "1h")[1:]...)
-			c.Env = os.Environ()
+			c.Env = Environ()
 			if err := c.Start(); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
@@ -97,7 +97,7 @@ func Main(mode string, args []string) int {
 		return 0
 	case "daemon": // daemon PIDFILE: double-fork a sleeper into its own session and exit
 		c := exec.Command(self(), Command("sleep", "1h")[1:]...)
-		c.Env = os.Environ()
+		c.Env = Environ()
 		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := c.Start(); err != nil {
 			return 1
@@ -116,13 +116,16 @@ func Main(mode string, args []string) int {
 		if err != nil {
 			return 1
 		}
-		fmt.Fprintln(f, "ready")
+		writeAtomic(arg(0)+".ready", "ready")
 		for s := range ch {
 			fmt.Fprintln(f, s.(syscall.Signal).String())
 			if s == syscall.SIGTERM {
 				return 0
 			}
 		}
+	case "touch": // touch FILE: prove the child ran
+		writeAtomic(arg(0), "ran")
+		return 0
 	case "cgroup":
 		b, _ := os.ReadFile("/proc/self/cgroup")
 		os.Stdout.Write(b)
@@ -145,7 +148,14 @@ func touch(n int) []byte {
 	return b
 }
 
+// writeAtomic writes path, and beside it path.pid with the child's pid and
+// path.ppid with its parent's (guardrun's, when guardrun runs the child),
+// so a test can signal or watch either.
 func writeAtomic(path, s string) {
+	for ext, pid := range map[string]int{".pid": os.Getpid(), ".ppid": os.Getppid()} {
+		os.WriteFile(path+ext+".tmp", []byte(strconv.Itoa(pid)), 0o644)
+		os.Rename(path+ext+".tmp", path+ext)
+	}
 	os.WriteFile(path+".tmp", []byte(s), 0o644)
 	os.Rename(path+".tmp", path)
 }

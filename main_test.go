@@ -1,0 +1,181 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/testchild"
+	"github.com/guardrun/guardrun/supervise"
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testchild.MaybeRun()
+	testscript.Main(m, map[string]func(){
+		"guardrun": func() { os.Exit(run(os.Args, os.Stderr)) },
+		"child":    func() { os.Exit(testchild.Main(os.Args[1], os.Args[2:])) },
+	})
+}
+
+// TestCLI runs testdata/script/*.txt: the real guardrun binary, a real
+// child, a real cgroup (v1 on the host, v2 in the VM).
+func TestCLI(t *testing.T) {
+	h := cgroup.Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		RequireExplicitExec: true,
+		Setup: func(e *testscript.Env) error {
+			e.Setenv("BACKEND", h.Version())
+			return nil
+		},
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"status":   cmdStatus,
+			"waitfile": cmdWaitFile,
+			"signal":   cmdSignal,
+			"dead":     cmdDead,
+			"nogroup":  cmdNoGroup,
+		},
+	})
+}
+
+// status N PROG ARGS...: run PROG and require exit status N.
+func cmdStatus(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: status N prog args...")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("status %q: not a number", args[0])
+	}
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("%s: %v", args[1], err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited %d, want %d", args[1], got, want)
+	}
+}
+
+// waitfile FILE [REGEXP]: wait (bounded) until a child has written FILE,
+// and until it matches REGEXP when one is given.
+func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
+	re := regexp.MustCompile(".")
+	if len(args) == 2 {
+		re = regexp.MustCompile(args[1])
+	}
+	for i := 0; i < 1000; i++ {
+		if b, err := os.ReadFile(ts.MkAbs(args[0])); err == nil && re.Match(b) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts.Fatalf("%s did not match %q within 10s", args[0], re)
+}
+
+// signal SIG PIDFILE: send SIG to the pid in PIDFILE.
+func cmdSignal(ts *testscript.TestScript, neg bool, args []string) {
+	sig, err := supervise.ParseSignal(args[0])
+	ts.Check(err)
+	b, err := os.ReadFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	ts.Check(err)
+	ts.Check(syscall.Kill(pid, sig))
+}
+
+// dead PIDFILE: every pid listed in PIDFILE is gone within a bounded wait.
+func cmdDead(ts *testscript.TestScript, neg bool, args []string) {
+	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	for _, f := range strings.Fields(string(b)) {
+		pid, _ := strconv.Atoi(f)
+		for i := 0; i < 500 && !neg && testchild.Alive(pid); i++ {
+			time.Sleep(10 * time.Millisecond)
+		}
+		if alive := testchild.Alive(pid); alive != neg {
+			ts.Fatalf("process %d alive=%v", pid, alive)
+		}
+	}
+}
+
+// nogroup NAME: no cgroup of that name is left on any hierarchy.
+func cmdNoGroup(ts *testscript.TestScript, neg bool, args []string) {
+	h := cgroup.Discover()
+	for _, root := range []string{h.V2, h.V1Memory, h.V1Pids} {
+		if root == "" {
+			continue
+		}
+		p := filepath.Join(root, "guardrun", args[0])
+		if _, err := os.Stat(p); err == nil {
+			ts.Fatalf("%s is left behind", p)
+		}
+	}
+}
+
+func TestExitCodeTable(t *testing.T) {
+	// Bad command lines: one clear error line, a hint, exit 125, and
+	// nothing started (the child would create the file).
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "started")
+	child := testchild.Command("touch", marker)
+	for _, tc := range []struct {
+		args []string
+		err  string
+	}{
+		{[]string{"--max", "5X"}, `--max 5X: unknown unit "X"`},
+		{[]string{"--max", "0"}, `--max 0: must be at least 1 byte`},
+		{[]string{"--max", "150%"}, `--max 150%: percentage must be above 0 and at most 100`},
+		{[]string{"--swap-max", "1G"}, `--swap-max needs --max`},
+		{[]string{"--name", "../etc"}, `--name: name "../etc" starts with a dot`},
+		{[]string{"--name", "a/b"}, `--name: name "a/b" contains a slash`},
+		{[]string{"--stop-signal", "NOPE"}, `--stop-signal: unknown signal "NOPE"`},
+		{[]string{"--log-format", "xml"}, `--log-format xml: unknown format`},
+		{[]string{"--cgroup", "v3"}, `--cgroup v3: unknown backend`},
+		{[]string{"--pids-max", "0"}, `--pids-max 0: must be at least 1`},
+		{[]string{"--stop-timeout", "-1s"}, `--stop-timeout must not be negative`},
+		{[]string{"--preflight", "lots"}, `--preflight lots: unknown unit "lots"`},
+		{[]string{"--bogus"}, `flag provided but not defined: -bogus`},
+	} {
+		var stderr strings.Builder
+		args := append(append([]string{"guardrun"}, tc.args...), "--")
+		code := run(append(args, child...), &stderr)
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		if code != 125 || lines[0] != "guardrun: error: "+tc.err || len(lines) < 2 || !strings.HasPrefix(lines[1], "guardrun: hint: ") {
+			t.Errorf("%v: exit %d, stderr:\n%s\nwant 125 and error: %s, then a hint", tc.args, code, stderr.String(), tc.err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatalf("%v: the child was started", tc.args)
+		}
+	}
+}
+
+func TestHelpDocumentsTheContract(t *testing.T) {
+	var out strings.Builder
+	if code := run([]string{"guardrun", "--help"}, &out); code != 0 {
+		t.Fatalf("--help exit %d", code)
+	}
+	for _, f := range flags() {
+		if !strings.Contains(out.String(), "--"+f.Names()[0]) {
+			t.Errorf("--help lacks --%s", f.Names()[0])
+		}
+	}
+	for _, s := range []string{"137", "125", "126", "127", "128+N", "GUARDRUN_", "--config"} {
+		if !strings.Contains(out.String(), s) {
+			t.Errorf("--help lacks %q", s)
+		}
+	}
+}

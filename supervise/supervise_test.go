@@ -1,0 +1,178 @@
+package supervise
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/testchild"
+)
+
+func TestMain(m *testing.M) {
+	testchild.MaybeRun()
+	os.Exit(m.Run())
+}
+
+// config is a real run of the test binary as a child, in a real group.
+func config(t *testing.T, max uint64, mode string, args ...string) Config {
+	t.Helper()
+	h := cgroup.Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	return Config{
+		Name:        fmt.Sprintf("grtest-%s-%d", t.Name(), os.Getpid()),
+		Command:     testchild.Command(mode, args...),
+		Backend:     h.Version(),
+		Limits:      cgroup.Limits{Max: max},
+		StopTimeout: 10 * time.Second,
+		Env:         testchild.Environ(),
+	}
+}
+
+func run(t *testing.T, ctx context.Context, cfg Config) *Result {
+	t.Helper()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if r.Path != "" {
+		if _, err := os.Stat(r.Path); !os.IsNotExist(err) {
+			t.Errorf("group %s is left behind", r.Path)
+		}
+	}
+	return r
+}
+
+func TestOOMKillIsNamedAndExits137(t *testing.T) {
+	r := run(t, context.Background(), config(t, 64<<20, "leak", "4"))
+	if !r.OOMKilled() || r.ExitCode != ExitOOM {
+		t.Fatalf("cause %s, exit %d; want oom_kill, 137", r.Cause, r.ExitCode)
+	}
+	want := "was killed by the kernel OOM killer at its 64 MiB ceiling (peak 64 MiB, ran "
+	if s := r.Summary(); !strings.Contains(s, want) {
+		t.Fatalf("summary %q lacks %q", s, want)
+	}
+}
+
+func TestExitCodeIsPassedThrough(t *testing.T) {
+	r := run(t, context.Background(), config(t, 64<<20, "exit", "3"))
+	if r.Cause != "exited" || r.ExitCode != 3 || r.Stats.OOMKills != 0 {
+		t.Fatalf("got %+v", r)
+	}
+	if s := r.Summary(); !strings.Contains(s, "exited 3 (peak ") || !strings.Contains(s, " of 64 MiB, ran ") {
+		t.Fatalf("summary %q", s)
+	}
+}
+
+func TestSignalDeathIs128PlusN(t *testing.T) {
+	r := run(t, context.Background(), config(t, 64<<20, "kill-self", "15"))
+	if r.Cause != "signaled" || r.ExitCode != 143 {
+		t.Fatalf("cause %s exit %d, want signaled 143", r.Cause, r.ExitCode)
+	}
+	if s := r.Summary(); !strings.Contains(s, "was killed by signal 15 (SIGTERM)") {
+		t.Fatalf("summary %q", s)
+	}
+}
+
+func TestStopSendsStopSignal(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "signals")
+	cfg := config(t, 64<<20, "signals", file)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { testchild.WaitFile(t, file+".ready"); cancel() }()
+	r := run(t, ctx, cfg)
+	if !r.Stopped || r.Forced || r.ExitCode != 0 {
+		t.Fatalf("stopped=%v forced=%v exit=%d; want a clean stop", r.Stopped, r.Forced, r.ExitCode)
+	}
+	if got := testchild.WaitFile(t, file); !strings.Contains(got, "terminated") {
+		t.Fatalf("child saw %q, want SIGTERM", got)
+	}
+}
+
+func TestStopTimeoutKillsTheGroup(t *testing.T) {
+	ready := filepath.Join(t.TempDir(), "ready")
+	cfg := config(t, 64<<20, "ignore", ready)
+	cfg.StopTimeout = 200 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { testchild.WaitFile(t, ready); cancel() }()
+	r := run(t, ctx, cfg)
+	if !r.Forced || r.ExitCode != 137 || r.OOMKilled() {
+		t.Fatalf("forced=%v exit=%d cause=%s; want the group killed, not an OOM kill", r.Forced, r.ExitCode, r.Cause)
+	}
+}
+
+func TestWhatTheChildLeavesIsKilled(t *testing.T) {
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	r := run(t, context.Background(), config(t, 64<<20, "daemon", pidfile))
+	if r.ExitCode != 0 {
+		t.Fatalf("exit %d", r.ExitCode)
+	}
+	pid, _ := strconv.Atoi(testchild.WaitFile(t, pidfile))
+	// The daemon was reparented away from us; wait a bounded while for
+	// its SIGKILL to land and its new parent to reap it.
+	for i := 0; i < 200 && testchild.Alive(pid); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if testchild.Alive(pid) {
+		t.Fatalf("daemonised grandchild %d outlived its group", pid)
+	}
+}
+
+func TestStartErrors(t *testing.T) {
+	dir := t.TempDir()
+	noexec := filepath.Join(dir, "script")
+	os.WriteFile(noexec, []byte("#!/bin/sh\n"), 0o644)
+	for _, tc := range []struct {
+		cmd  string
+		code int
+	}{
+		{"guardrun-no-such-command", ExitNotFound},
+		{filepath.Join(dir, "missing"), ExitNotFound},
+		{noexec, ExitNotExec},
+		{dir, ExitNotExec},
+	} {
+		cfg := config(t, 64<<20, "exit", "0")
+		cfg.Command = []string{tc.cmd}
+		_, err := Run(context.Background(), cfg)
+		var se *StartError
+		if !errors.As(err, &se) || se.ExitCode() != tc.code {
+			t.Errorf("%s: %v, want a StartError with exit %d", tc.cmd, err, tc.code)
+		}
+	}
+}
+
+func TestDerivedNameFallsBackWhenBusy(t *testing.T) {
+	cfg := config(t, 64<<20, "exit", "0")
+	g, err := cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	if _, err := Run(context.Background(), cfg); !errors.Is(err, cgroup.ErrBusy) {
+		t.Fatalf("a given name that is busy: %v, want ErrBusy", err)
+	}
+	cfg.UniqueName = true
+	r := run(t, context.Background(), cfg)
+	if want := fmt.Sprintf("%s-%d", cfg.Name, os.Getpid()); r.Name != want {
+		t.Fatalf("name %q, want %q", r.Name, want)
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]syscall.Signal{"TERM": syscall.SIGTERM, "sigint": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT, "9": syscall.SIGKILL, "hup": syscall.SIGHUP} {
+		if got, err := ParseSignal(in); err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %v, %v", in, got, err)
+		}
+	}
+	for _, bad := range []string{"", "FOO", "0", "99", "-1", "9x"} {
+		if _, err := ParseSignal(bad); err == nil {
+			t.Errorf("ParseSignal(%q) accepted", bad)
+		}
+	}
+}
