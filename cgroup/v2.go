@@ -48,18 +48,22 @@ type v2Group struct {
 //     the trusted.delegate or user.delegate xattr), or a cgroup it owns as
 //     non-root: groups beside a leaf it moves itself into, so the kernel's
 //     "no internal processes" rule holds.
-func v2Base(h Hierarchy) (base string, nested bool) {
+//   - anything else (non-root, nothing delegated) is refused with the fix:
+//     systemd-run --user --scope -p Delegate=yes gives guardrun a delegated
+//     scope from the user's own systemd.
+func v2Base(h Hierarchy) (base string, nested bool, err error) {
 	own := filepath.Join(h.V2, h.V2Own)
-	if h.V2Own == "/" {
-		return filepath.Join(h.V2, "guardrun"), false
+	switch {
+	case h.V2Own == "/":
+		return filepath.Join(h.V2, "guardrun"), false, nil
+	case delegated(own):
+		return own, true, nil
+	case os.Geteuid() == 0:
+		return filepath.Join(h.V2, "guardrun"), false, nil
+	case unix.Access(own, unix.W_OK) == nil:
+		return own, true, nil
 	}
-	if delegated(own) {
-		return own, true
-	}
-	if os.Geteuid() == 0 {
-		return filepath.Join(h.V2, "guardrun"), false
-	}
-	return own, true
+	return "", false, fmt.Errorf("cgroup %s is not delegated to uid %d; run guardrun under `systemd-run --user --scope -p Delegate=yes`, or as root", own, os.Geteuid())
 }
 
 func delegated(dir string) bool {
@@ -79,7 +83,10 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 		}
 		return nil, fmt.Errorf("the cgroup2 hierarchy at %s has no memory controller (it is bound to cgroup v1)", h.V2)
 	}
-	base, nested := v2Base(h)
+	base, nested, err := v2Base(h)
+	if err != nil {
+		return nil, err
+	}
 	if nested {
 		ctl, err := os.ReadFile(filepath.Join(base, v2Controllers))
 		if err != nil {
