@@ -22,7 +22,7 @@ const asGuardrun = "GUARDRUN_TEST_AS_GUARDRUN"
 func init() {
 	if os.Getenv(asGuardrun) == "1" {
 		os.Unsetenv(asGuardrun)
-		os.Exit(run(append([]string{"guardrun"}, os.Args[1:]...), os.Stderr))
+		os.Exit(run(append([]string{"guardrun"}, os.Args[1:]...), os.Stdout, os.Stderr))
 	}
 }
 

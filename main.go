@@ -27,11 +27,11 @@ import (
 var version = ""
 
 func main() {
-	os.Exit(run(os.Args, os.Stderr))
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 
 // run is main without os.Exit, so tests can drive it in-process.
-func run(args []string, stderr io.Writer) int {
+func run(args []string, stdout, stderr io.Writer) int {
 	// An empty GUARDRUN_X= means unset, as it does for most Unix tools;
 	// left in place it would count as set and hide the --config value.
 	for _, kv := range os.Environ() {
@@ -40,14 +40,14 @@ func run(args []string, stderr io.Writer) int {
 		}
 	}
 	code := 0
-	app := newApp(stderr, &code)
+	app := newApp(stdout, stderr, &code)
 	if err := app.Run(args); err != nil {
 		return report(stderr, err)
 	}
 	return code
 }
 
-func newApp(stderr io.Writer, code *int) *cli.App {
+func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 	return &cli.App{
 		Name:      "guardrun",
 		Usage:     "run a command under a kernel-enforced memory ceiling and say why it died",
@@ -66,7 +66,7 @@ kernel's OOM killer did; 125 when guardrun itself failed (bad input, no
 cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 		Flags:           flags(),
 		HideHelpCommand: true,
-		Writer:          stderr,
+		Writer:          stdout,
 		ErrWriter:       stderr,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError(err.Error(), "see guardrun --help")
@@ -84,7 +84,7 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 				Name:  "check",
 				Usage: "print what this host offers and whether a ceiling can be enforced",
 				Action: func(c *cli.Context) error {
-					*code = check(os.Stdout)
+					*code = check(stdout)
 					return nil
 				},
 			},
@@ -92,7 +92,7 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 				Name:  "version",
 				Usage: "print guardrun's version",
 				Action: func(c *cli.Context) error {
-					fmt.Printf("guardrun %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+					fmt.Fprintf(stdout, "guardrun %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 					return nil
 				},
 			},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,7 +22,7 @@ import (
 func TestMain(m *testing.M) {
 	testchild.MaybeRun()
 	testscript.Main(m, map[string]func(){
-		"guardrun": func() { os.Exit(run(os.Args, os.Stderr)) },
+		"guardrun": func() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) },
 		"child":    func() { os.Exit(testchild.Main(os.Args[1], os.Args[2:])) },
 	})
 }
@@ -152,7 +153,7 @@ func TestExitCodeTable(t *testing.T) {
 	} {
 		var stderr strings.Builder
 		args := append(append([]string{"guardrun"}, tc.args...), "--")
-		code := run(append(args, child...), &stderr)
+		code := run(append(args, child...), io.Discard, &stderr)
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		if code != 125 || lines[0] != "guardrun: error: "+tc.err || len(lines) < 2 || !strings.HasPrefix(lines[1], "guardrun: hint: ") {
 			t.Errorf("%v: exit %d, stderr:\n%s\nwant 125 and error: %s, then a hint", tc.args, code, stderr.String(), tc.err)
@@ -165,7 +166,7 @@ func TestExitCodeTable(t *testing.T) {
 
 func TestHelpDocumentsTheContract(t *testing.T) {
 	var out strings.Builder
-	if code := run([]string{"guardrun", "--help"}, &out); code != 0 {
+	if code := run([]string{"guardrun", "--help"}, &out, io.Discard); code != 0 {
 		t.Fatalf("--help exit %d", code)
 	}
 	for _, f := range flags() {

@@ -36,13 +36,13 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "swap-max", Usage: "swap the group may use beyond --max (`SIZE`); default 0, so the ceiling is the ceiling", EnvVars: env("swap-max")},
 		&cli.Int64Flag{Name: "pids-max", Usage: "most processes and threads in the group (`N`)", EnvVars: env("pids-max")},
 		&cli.StringFlag{Name: "name", Usage: "`NAME` of the run and its cgroup (default: the command's base name)", EnvVars: env("name")},
-		&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "`SIG` sent to the child when guardrun is told to stop (TERM)", EnvVars: env("stop-signal")},
+		&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "`SIG` sent to the child when guardrun is told to stop", EnvVars: env("stop-signal")},
 		&cli.DurationFlag{Name: "stop-timeout", Value: 10 * time.Second, Usage: "after the stop signal, kill the whole group when `DUR` passes", EnvVars: env("stop-timeout")},
 		&cli.StringFlag{Name: "preflight", Usage: "MemAvailable needed before starting (`SIZE` or off; default: --max)", EnvVars: env("preflight")},
 		&cli.DurationFlag{Name: "preflight-wait", Usage: "wait up to `DUR` for the preflight to pass", EnvVars: env("preflight-wait")},
-		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "backend: `auto`, v2, v1 or none", EnvVars: env("cgroup")},
+		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only warnings, errors and an OOM kill", EnvVars: env("quiet")},
-		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `text` or json", EnvVars: env("log-format")},
+		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `FORMAT`: text or json", EnvVars: env("log-format")},
 	}
 }
 
