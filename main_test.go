@@ -45,6 +45,8 @@ func TestCLI(t *testing.T) {
 			"signal":   cmdSignal,
 			"dead":     cmdDead,
 			"nogroup":  cmdNoGroup,
+			"reaped":   cmdReaped,
+			"parent":   cmdParent,
 		},
 	})
 }
@@ -111,6 +113,40 @@ func cmdDead(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("process %d alive=%v", pid, alive)
 		}
 	}
+}
+
+// reaped PIDFILE: the pid in PIDFILE is gone from /proc altogether: it
+// exited and someone reaped it (a zombie still has its /proc entry).
+func cmdReaped(ts *testscript.TestScript, neg bool, args []string) {
+	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	proc := "/proc/" + strings.TrimSpace(string(b))
+	for i := 0; i < 500; i++ {
+		if _, err := os.Stat(proc); os.IsNotExist(err) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, _ := os.ReadFile(proc + "/stat")
+	ts.Fatalf("%s was not reaped within 5s: %s", proc, st)
+}
+
+// parent PIDFILE PPIDFILE: the process in PIDFILE has, within a bounded
+// wait, the parent in PPIDFILE.
+func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
+	pid, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	want, err := os.ReadFile(ts.MkAbs(args[1]))
+	ts.Check(err)
+	var st []byte
+	for i := 0; i < 500; i++ {
+		st, _ = os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
+		if f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:])); len(f) > 1 && f[1] == strings.TrimSpace(string(want)) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts.Fatalf("process %s does not have parent %s: %s", pid, want, st)
 }
 
 // nogroup NAME: no cgroup of that name is left on any hierarchy.

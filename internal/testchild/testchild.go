@@ -104,6 +104,23 @@ func Main(mode string, args []string) int {
 		}
 		writeAtomic(arg(0), strconv.Itoa(c.Process.Pid))
 		return 0
+	case "orphan": // orphan PIDFILE: leave a short-lived orphan behind, then sleep
+		os.WriteFile(arg(0)+".supervisor", []byte(strconv.Itoa(os.Getppid())), 0o644)
+		c := exec.Command(self(), Command("spawn", arg(0))[1:]...)
+		c.Env = Environ()
+		if err := c.Run(); err != nil {
+			return 1
+		}
+		time.Sleep(time.Hour)
+		return 0
+	case "spawn": // spawn PIDFILE: start a 1s sleeper, write its pid, exit at once
+		c := exec.Command(self(), Command("sleep", "1s")[1:]...)
+		c.Env = Environ()
+		if err := c.Start(); err != nil {
+			return 1
+		}
+		writeAtomic(arg(0), strconv.Itoa(c.Process.Pid))
+		return 0
 	case "ignore": // ignore READYFILE: ignore TERM and INT, say so, sleep
 		signal.Ignore(syscall.SIGTERM, syscall.SIGINT)
 		writeAtomic(arg(0), "ready")
