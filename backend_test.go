@@ -120,6 +120,14 @@ func TestNonRootFallsBackLoudly(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
 		t.Fatal("the child ran without the cgroup it was promised")
 	}
+
+	c = exec.Command(exe, "check")
+	c.Env = append(os.Environ(), asGuardrun+"=1")
+	c.SysProcAttr = nobody
+	out, _ = c.CombinedOutput()
+	if c.ProcessState.ExitCode() != 1 || !strings.Contains(string(out), "can enforce:       no: ") {
+		t.Fatalf("check as nobody: exit %d, want 1 and a reason:\n%s", c.ProcessState.ExitCode(), out)
+	}
 }
 
 func copyFile(t *testing.T, from, to string) {

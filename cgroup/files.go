@@ -134,7 +134,7 @@ func claim(dir string, procs []string, extra ...string) (lock *os.File, stale bo
 		err = os.Mkdir(dir, 0o755)
 		fresh := err == nil
 		if err != nil && !errors.Is(err, os.ErrExist) {
-			return nil, false, fmt.Errorf("create %s: %w", dir, err)
+			return nil, false, err
 		}
 		lock, err = os.Open(dir)
 		if err != nil {
@@ -151,7 +151,7 @@ func claim(dir string, procs []string, extra ...string) (lock *os.File, stale bo
 			for _, d := range extra {
 				if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 					lock.Close()
-					return nil, false, fmt.Errorf("create %s: %w", d, err)
+					return nil, false, err
 				}
 			}
 			return lock, stale, nil

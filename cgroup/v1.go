@@ -55,13 +55,13 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 		g.pids = filepath.Join(h.V1Pids, "guardrun", o.Name)
 		extra = append(extra, g.pids)
 		if err := os.MkdirAll(filepath.Dir(g.pids), 0o755); err != nil {
-			return nil, fmt.Errorf("create %s: %w", filepath.Dir(g.pids), err)
+			return nil, err
 		}
 	} else if o.Limits.PidsMax > 0 {
 		return nil, errors.New("--pids-max needs the cgroup v1 pids hierarchy, which is not mounted")
 	}
 	if err := os.MkdirAll(filepath.Dir(g.mem), 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", filepath.Dir(g.mem), err)
+		return nil, err
 	}
 	lock, _, err := claim(g.mem, g.procsFiles(), extra...)
 	if err != nil {

@@ -97,7 +97,7 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 		}
 	}
 	if err := os.MkdirAll(base, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", base, err)
+		return nil, err
 	}
 	if err := enableControllers(h, base); err != nil {
 		return nil, err
@@ -152,7 +152,7 @@ func enableControllers(h Hierarchy, base string) error {
 		if errors.Is(err, unix.EBUSY) && dir == own {
 			leaf := filepath.Join(base, supervisorLeaf)
 			if err := os.MkdirAll(leaf, 0o755); err != nil {
-				return fmt.Errorf("create %s: %w", leaf, err)
+				return err
 			}
 			if err := writeFile(filepath.Join(leaf, cgroupProcs), strconv.Itoa(os.Getpid())); err != nil {
 				return err
