@@ -77,6 +77,10 @@ func TestTerminalStaysInteractive(t *testing.T) {
 	if !strings.Contains(s, "sleep 301") {
 		t.Fatalf("jobs did not list the stopped job:\n%s", s)
 	}
+	// The summary is guardrun's last act; its exit reaches tmux a moment later.
+	for i := 0; i < 500 && strings.TrimSpace(tmux("display-message", "-p", "-t", "t", "#{pane_dead}")) != "1"; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if got := strings.TrimSpace(tmux("display-message", "-p", "-t", "t", "#{pane_dead_status}")); got != "7" {
 		t.Fatalf("guardrun exited %q, want 7:\n%s", got, s)
 	}
