@@ -19,11 +19,28 @@ import (
 // user, another cgroup).
 const asGuardrun = "GUARDRUN_TEST_AS_GUARDRUN"
 
+// mountCgroup2 makes the test binary, before it acts as guardrun, mount a
+// fresh cgroup2 at /sys/fs/cgroup, as a container runtime does inside a new
+// cgroup and mount namespace.
+const mountCgroup2 = "GUARDRUN_TEST_MOUNT_CGROUP2"
+
 func init() {
-	if os.Getenv(asGuardrun) == "1" {
-		os.Unsetenv(asGuardrun)
-		os.Exit(run(append([]string{"guardrun"}, os.Args[1:]...), os.Stdout, os.Stderr))
+	if os.Getenv(asGuardrun) != "1" {
+		return
 	}
+	os.Unsetenv(asGuardrun)
+	if os.Getenv(mountCgroup2) == "1" {
+		os.Unsetenv(mountCgroup2)
+		// The same superblock cannot be mounted over itself (EBUSY):
+		// detach the host's view first, in this mount namespace only.
+		if err := unix.Unmount("/sys/fs/cgroup", unix.MNT_DETACH); err != nil {
+			panic(err)
+		}
+		if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""); err != nil {
+			panic(err)
+		}
+	}
+	os.Exit(run(append([]string{"guardrun"}, os.Args[1:]...), os.Stdout, os.Stderr))
 }
 
 // guardrunCmd is guardrun (this test binary) running a test child.
@@ -73,6 +90,50 @@ func TestDelegatedSubtreeV2(t *testing.T) {
 		t.Fatalf("the group was left behind: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(deleg, ".supervisor")); err != nil {
+		t.Fatalf("guardrun did not move itself into a leaf: %v", err)
+	}
+}
+
+// TestContainerCgroupNamespaceV2: as PID 1 of a container with its own
+// cgroup namespace, guardrun sees itself at "/" of a hierarchy whose root is
+// not the kernel's, so the no-internal-process rule applies: it moves itself
+// into a leaf and makes its groups beside it.
+func TestContainerCgroupNamespaceV2(t *testing.T) {
+	h := cgroup.Discover()
+	testchild.RequireCgroup(t, h.Version(), "v2")
+	ctr := filepath.Join(h.V2, "grtest-container")
+	if err := os.Mkdir(ctr, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, d := range []string{"guardrun/.supervisor", "guardrun", ""} {
+			if err := os.Remove(filepath.Join(ctr, d)); err != nil {
+				t.Errorf("remove: %v", err)
+			}
+		}
+	}()
+	fd, err := unix.Open(ctr, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	exe, _ := os.Executable()
+	c := guardrunCmd(exe, []string{"--max", "64M", "--name", "app"}, "cgroup")
+	c.Env = append(c.Env, mountCgroup2+"=1")
+	// Cloned into the container's cgroup first, then unshared, so that
+	// cgroup is the namespace's root.
+	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Unshareflags: unix.CLONE_NEWCGROUP | unix.CLONE_NEWNS}
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("guardrun: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "0::/guardrun/app\n") || !strings.Contains(string(out), "path=/sys/fs/cgroup/guardrun/app ") {
+		t.Fatalf("the child did not run in the namespace's /guardrun/app:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(ctr, "guardrun", "app")); !os.IsNotExist(err) {
+		t.Fatalf("the group was left behind: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(ctr, "guardrun", ".supervisor")); err != nil {
 		t.Fatalf("guardrun did not move itself into a leaf: %v", err)
 	}
 }
