@@ -52,30 +52,40 @@ func guardrunCmd(exe string, flags []string, mode string, args ...string) *exec.
 	return c
 }
 
+// startCgroupV2 makes a cgroup at the v2 root for a test to start guardrun
+// in, and an fd of it for CLONE_INTO_CGROUP. At the end it removes what
+// guardrun leaves there by design (leaves, relative to dir), then dir.
+func startCgroupV2(t *testing.T, name string, leaves ...string) (dir string, fd int) {
+	t.Helper()
+	h := cgroup.Discover()
+	testchild.RequireCgroup(t, h.Version(), "v2")
+	dir = filepath.Join(h.V2, name)
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		unix.Close(fd)
+		for _, d := range append(leaves, "") {
+			if err := os.Remove(filepath.Join(dir, d)); err != nil {
+				t.Errorf("remove: %v", err)
+			}
+		}
+	})
+	return dir, fd
+}
+
 // TestDelegatedSubtreeV2: started inside a cgroup that systemd delegated to
 // it (Delegate=yes sets trusted.delegate), guardrun makes its group there,
 // beside a leaf it moves itself into, instead of at the hierarchy's root.
 func TestDelegatedSubtreeV2(t *testing.T) {
-	h := cgroup.Discover()
-	testchild.RequireCgroup(t, h.Version(), "v2")
-	deleg := filepath.Join(h.V2, "grtest-delegated.service")
-	if err := os.Mkdir(deleg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		os.Remove(filepath.Join(deleg, ".supervisor"))
-		if err := os.Remove(deleg); err != nil {
-			t.Errorf("remove %s: %v", deleg, err)
-		}
-	}()
+	deleg, fd := startCgroupV2(t, "grtest-delegated.service", ".supervisor")
 	if err := unix.Setxattr(deleg, "trusted.delegate", []byte("1"), 0); err != nil {
 		t.Fatalf("mark %s delegated: %v", deleg, err)
 	}
-	fd, err := unix.Open(deleg, unix.O_DIRECTORY|unix.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
 	exe, _ := os.Executable()
 	c := guardrunCmd(exe, []string{"--max", "64M", "--name", "app"}, "cgroup")
 	c.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
@@ -99,24 +109,7 @@ func TestDelegatedSubtreeV2(t *testing.T) {
 // not the kernel's, so the no-internal-process rule applies: it moves itself
 // into a leaf and makes its groups beside it.
 func TestContainerCgroupNamespaceV2(t *testing.T) {
-	h := cgroup.Discover()
-	testchild.RequireCgroup(t, h.Version(), "v2")
-	ctr := filepath.Join(h.V2, "grtest-container")
-	if err := os.Mkdir(ctr, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, d := range []string{"guardrun/.supervisor", "guardrun", ""} {
-			if err := os.Remove(filepath.Join(ctr, d)); err != nil {
-				t.Errorf("remove: %v", err)
-			}
-		}
-	}()
-	fd, err := unix.Open(ctr, unix.O_DIRECTORY|unix.O_RDONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
+	ctr, fd := startCgroupV2(t, "grtest-container", "guardrun/.supervisor", "guardrun")
 	exe, _ := os.Executable()
 	c := guardrunCmd(exe, []string{"--max", "64M", "--name", "app"}, "cgroup")
 	c.Env = append(c.Env, mountCgroup2+"=1")

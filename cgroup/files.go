@@ -57,6 +57,32 @@ func writeFile(path, value string) error {
 	return nil
 }
 
+// verifyLimits reads the limits back after they were written: a ceiling the
+// kernel did not take must never turn into a run without one. The kernel
+// keeps whole pages, rounded down, so the memory limit may read up to a page
+// less than asked.
+func verifyLimits(maxFile, pidsFile string, l Limits) error {
+	if l.Max > 0 {
+		got, err := readUint(maxFile)
+		if err != nil {
+			return err
+		}
+		if page := uint64(os.Getpagesize()); got > l.Max || l.Max-got >= page {
+			return fmt.Errorf("%s reads %d after writing %d: the kernel did not take the ceiling", maxFile, got, l.Max)
+		}
+	}
+	if l.PidsMax > 0 {
+		got, err := readUint(pidsFile)
+		if err != nil {
+			return err
+		}
+		if got != uint64(l.PidsMax) {
+			return fmt.Errorf("%s reads %d after writing %d: the kernel did not take the limit", pidsFile, got, l.PidsMax)
+		}
+	}
+	return nil
+}
+
 // readPids lists the processes in a cgroup.procs file.
 func readPids(procs string) ([]int, error) {
 	b, err := os.ReadFile(procs)

@@ -24,7 +24,8 @@ const (
 	v1MaxUsage  = "memory.max_usage_in_bytes"
 	v1OOMCtl    = "memory.oom_control"
 	v1Tasks     = "tasks"
-	cgroupProcs = "cgroup.procs"
+	cgroupProcs = "cgroup.procs" // both versions
+	pidsMax     = "pids.max"     // both versions
 )
 
 // v1Group is a group in the v1 memory hierarchy, and in the pids hierarchy
@@ -75,7 +76,7 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 		g.Remove()
 		return nil, fmt.Errorf("set limits on %s: %w", g.mem, err)
 	}
-	if err := g.verify(o.Limits); err != nil {
+	if err := verifyLimits(filepath.Join(g.mem, v1Limit), filepath.Join(g.pids, pidsMax), o.Limits); err != nil {
 		g.Remove()
 		return nil, err
 	}
@@ -99,31 +100,6 @@ func v1Resources(l Limits, memsw bool) *specs.LinuxResources {
 		res.Pids = &specs.LinuxPids{Limit: &l.PidsMax}
 	}
 	return res
-}
-
-// verify reads the limits back: a ceiling the kernel did not take must never
-// turn into a run without one.
-func (g *v1Group) verify(l Limits) error {
-	if l.Max > 0 {
-		got, err := readUint(filepath.Join(g.mem, v1Limit))
-		if err != nil {
-			return err
-		}
-		// The kernel keeps whole pages, rounded down.
-		if page := uint64(os.Getpagesize()); got > l.Max || l.Max-got >= page {
-			return fmt.Errorf("%s reads %d after writing %d: the kernel did not take the ceiling", filepath.Join(g.mem, v1Limit), got, l.Max)
-		}
-	}
-	if l.PidsMax > 0 {
-		got, err := readUint(filepath.Join(g.pids, "pids.max"))
-		if err != nil {
-			return err
-		}
-		if got != uint64(l.PidsMax) {
-			return fmt.Errorf("%s reads %d after writing %d", filepath.Join(g.pids, "pids.max"), got, l.PidsMax)
-		}
-	}
-	return nil
 }
 
 func (g *v1Group) Backend() string { return "v1" }
