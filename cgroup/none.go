@@ -27,8 +27,11 @@ type noneGroup struct {
 	Reason string // why no cgroup is used; the supervisor prints it
 	max    uint64
 
-	mu    sync.Mutex
-	tree  map[int]bool // the child and every descendant seen so far
+	mu sync.Mutex
+	// tree holds the child and every descendant seen so far, each with its
+	// start time (clock ticks since boot), so a pid the kernel hands to an
+	// unrelated process after ours exited is never counted or killed.
+	tree  map[int]uint64
 	s     Stats
 	stop  chan struct{}
 	done  chan struct{}
@@ -36,7 +39,7 @@ type noneGroup struct {
 }
 
 func openNone(o Options, reason string) Group {
-	return &noneGroup{Reason: reason, max: o.Limits.Max, tree: map[int]bool{}}
+	return &noneGroup{Reason: reason, max: o.Limits.Max, tree: map[int]uint64{}}
 }
 
 // NoCgroupReason returns why g enforces no cgroup, or "" for a real group.
@@ -55,7 +58,10 @@ func (g *noneGroup) Start(cmd *exec.Cmd) error {
 		return err
 	}
 	g.mu.Lock()
-	g.tree = map[int]bool{cmd.Process.Pid: true}
+	g.tree = map[int]uint64{}
+	if p, ok := readProc(cmd.Process.Pid); ok {
+		g.tree[cmd.Process.Pid] = p.start
+	}
 	g.s = Stats{Limit: g.max}
 	g.mu.Unlock()
 	g.stop, g.done = make(chan struct{}), make(chan struct{})
@@ -84,23 +90,26 @@ func (g *noneGroup) sample() {
 	defer g.mu.Unlock()
 	// Grow the tree to a fixed point: a new grandchild may be listed
 	// before its parent in /proc order.
+	for pid, start := range g.tree {
+		if p, ok := procs[pid]; !ok || p.start != start {
+			delete(g.tree, pid)
+		}
+	}
 	for grown := true; grown; {
 		grown = false
 		for pid, p := range procs {
-			if !g.tree[pid] && g.tree[p.ppid] {
-				g.tree[pid] = true
+			if _, in := g.tree[pid]; in {
+				continue
+			}
+			if _, parentIn := g.tree[p.ppid]; parentIn {
+				g.tree[pid] = p.start
 				grown = true
 			}
 		}
 	}
 	var rss uint64
 	for pid := range g.tree {
-		p, ok := procs[pid]
-		if !ok {
-			delete(g.tree, pid)
-			continue
-		}
-		rss += p.rss
+		rss += procs[pid].rss
 	}
 	g.s.Current = rss
 	g.s.Peak = max(g.s.Peak, rss)
@@ -112,37 +121,44 @@ func (g *noneGroup) sample() {
 }
 
 type procInfo struct {
-	ppid int
-	rss  uint64
+	ppid       int
+	start, rss uint64
 }
 
 func readProcs() map[int]procInfo {
 	out := map[int]procInfo{}
 	ents, _ := os.ReadDir("/proc")
-	page := uint64(os.Getpagesize())
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
+		if p, ok := readProc(pid); ok {
+			out[pid] = p
 		}
-		// pid (comm) state ppid ... ; comm may hold spaces and ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := bytes.Fields(b[i+1:])
-		if len(f) < 22 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(string(f[1]))
-		rss, _ := strconv.ParseUint(string(f[21]), 10, 64)
-		out[pid] = procInfo{ppid: ppid, rss: rss * page}
 	}
 	return out
+}
+
+// readProc reads /proc/PID/stat (proc(5)): ppid is field 4, starttime 22,
+// rss 24 (pages). comm, field 2, may hold spaces and ')'.
+func readProc(pid int) (procInfo, bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return procInfo{}, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procInfo{}, false
+	}
+	f := bytes.Fields(b[i+1:]) // f[0] is field 3
+	if len(f) < 22 {
+		return procInfo{}, false
+	}
+	ppid, _ := strconv.Atoi(string(f[1]))
+	start, _ := strconv.ParseUint(string(f[19]), 10, 64)
+	rss, _ := strconv.ParseUint(string(f[21]), 10, 64)
+	return procInfo{ppid: ppid, start: start, rss: rss * uint64(os.Getpagesize())}, true
 }
 
 func (g *noneGroup) Stats() (Stats, error) {
@@ -158,9 +174,13 @@ func (g *noneGroup) Kill() error {
 	return nil
 }
 
+// killLocked kills the tree, each pid only while it still names the
+// process that joined the tree.
 func (g *noneGroup) killLocked() {
-	for pid := range g.tree {
-		unix.Kill(pid, unix.SIGKILL)
+	for pid, start := range g.tree {
+		if p, ok := readProc(pid); ok && p.start == start {
+			unix.Kill(pid, unix.SIGKILL)
+		}
 	}
 }
 
