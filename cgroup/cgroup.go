@@ -20,6 +20,7 @@ type Limits struct {
 	Max     uint64 // memory.max / memory.limit_in_bytes
 	SwapMax uint64 // memory.swap.max; on v1 memsw.limit_in_bytes = Max+SwapMax
 	PidsMax int64  // pids.max
+	High    uint64 // memory.high (v2) / memory.soft_limit_in_bytes (v1)
 	// SwapSet distinguishes an explicit --swap-max 0 from "unset". guardrun
 	// defaults swap to 0 so the ceiling is the ceiling (see README).
 	SwapSet bool
@@ -31,6 +32,7 @@ type Stats struct {
 	Peak     uint64 // memory.peak / memory.max_usage_in_bytes
 	Limit    uint64 // the ceiling the kernel holds, read back
 	OOMKills uint64 // memory.events oom_kill / memory.oom_control oom_kill
+	High     uint64 // memory.events high: times usage hit memory.high (v2 only)
 }
 
 // Group is one run's cgroup. Every backend implements it the same way.
@@ -44,6 +46,9 @@ type Group interface {
 	Start(cmd *exec.Cmd) error
 	// Stats reads usage, peak, limit and OOM kills.
 	Stats() (Stats, error)
+	// Watch arms the kernel to report the usage threshold and a pressure
+	// trigger; Close the Watcher when done.
+	Watch(WatchSpec) (*Watcher, error)
 	// Kill sends SIGKILL to every process in the group.
 	Kill() error
 	// Remove kills what is left and removes the group. Safe to call twice.

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/guardrun/guardrun/internal/testchild"
 )
@@ -272,5 +273,70 @@ func TestNameFor(t *testing.T) {
 		if err := ValidName(NameFor(in)); err != nil {
 			t.Errorf("NameFor(%q) is not a valid name: %v", in, err)
 		}
+	}
+}
+
+// waitNotice waits (bounded) for a notice of kind want.
+func waitNotice(t *testing.T, w *Watcher, want Notice) {
+	t.Helper()
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case n := <-w.C:
+			if n == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no %s notice within 20s", want)
+		}
+	}
+}
+
+func TestWatchThresholdFiresBeforeTheCeiling(t *testing.T) {
+	g := open(t, Limits{Max: 256 << 20})
+	w, err := g.Watch(WatchSpec{Threshold: 64 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := child("leak", "1")
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { g.Kill(); c.Wait() }()
+	waitNotice(t, w, Threshold)
+	s, _ := g.Stats()
+	if s.OOMKills != 0 || s.Current < 60<<20 {
+		t.Fatalf("notice at %+v: want usage near 64 MiB and no OOM kill", s)
+	}
+}
+
+func TestWatchPressureV2(t *testing.T) {
+	h := Discover()
+	testchild.RequireCgroup(t, h.Version(), "v2")
+	// memory.high far below what the child touches: the kernel throttles
+	// it in reclaim, which is a memory stall, which PSI reports.
+	g := open(t, Limits{Max: 256 << 20, High: 16 << 20})
+	w, err := g.Watch(WatchSpec{Trigger: "some 10000 500000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := child("leak", "2")
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { g.Kill(); c.Wait() }()
+	waitNotice(t, w, Pressure)
+}
+
+func TestWatchPressureRefusedOffV2(t *testing.T) {
+	g, err := Open(Options{Name: "grtest-none-psi", Backend: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Remove()
+	if _, err := g.Watch(WatchSpec{Trigger: "some 10000 500000"}); err == nil {
+		t.Fatal("a PSI trigger without cgroup v2 was accepted")
 	}
 }

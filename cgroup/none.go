@@ -36,6 +36,9 @@ type noneGroup struct {
 	stop  chan struct{}
 	done  chan struct{}
 	limit bool // the ceiling was hit and the tree killed
+
+	threshold uint64   // Watch: notify at this RSS
+	watcher   *Watcher // nil when nothing watches
 }
 
 func openNone(o Options, reason string) Group {
@@ -110,6 +113,9 @@ func (g *noneGroup) sample() {
 	var rss uint64
 	for pid := range g.tree {
 		rss += procs[pid].rss
+	}
+	if g.watcher != nil && g.threshold > 0 && rss >= g.threshold {
+		g.watcher.send(Threshold)
 	}
 	g.s.Current = rss
 	g.s.Peak = max(g.s.Peak, rss)

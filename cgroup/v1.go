@@ -96,6 +96,10 @@ func v1Resources(l Limits, memsw bool) *specs.LinuxResources {
 			res.Memory.Swap = &sw
 		}
 	}
+	if l.High > 0 {
+		soft := int64(l.High)
+		res.Memory.Reservation = &soft
+	}
 	if l.PidsMax > 0 {
 		res.Pids = &specs.LinuxPids{Limit: &l.PidsMax}
 	}

@@ -21,6 +21,8 @@ const (
 	v2Current      = "memory.current"
 	v2Peak         = "memory.peak"
 	v2Events       = "memory.events"
+	v2High         = "memory.high"
+	v2Pressure     = "memory.pressure"
 	subtreeControl = "cgroup.subtree_control"
 	v2Controllers  = "cgroup.controllers"
 	// supervisorLeaf is where guardrun moves itself when it must leave the
@@ -111,6 +113,10 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 	if o.Limits.Max > 0 {
 		max := int64(o.Limits.Max)
 		res.Memory.Max = &max
+	}
+	if o.Limits.High > 0 {
+		high := int64(o.Limits.High)
+		res.Memory.High = &high
 	}
 	if o.Limits.PidsMax > 0 {
 		res.Pids = &cgroup2.Pids{Max: o.Limits.PidsMax}
@@ -213,7 +219,10 @@ func (g *v2Group) Stats() (Stats, error) {
 	if s.Limit, err = readUint(filepath.Join(g.dir, v2Max)); err != nil {
 		return s, err
 	}
-	s.OOMKills, err = readKey(filepath.Join(g.dir, v2Events), "oom_kill")
+	if s.OOMKills, err = readKey(filepath.Join(g.dir, v2Events), "oom_kill"); err != nil {
+		return s, err
+	}
+	s.High, err = readKey(filepath.Join(g.dir, v2Events), "high")
 	return s, err
 }
 
