@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
 	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
@@ -109,14 +110,15 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	cfg := s.supervise
 	cfg.Log = log
 	cfg.Init = true
-	cfg.Preflight.Waiting = func(avail uint64) {
-		log.Warn("preflight: waiting for memory", "run", cfg.Name, "available", cgroup.FormatSize(avail), "need", cgroup.FormatSize(cfg.Preflight.Need), "wait", cfg.Preflight.Wait)
-	}
 	r, err := supervise.Run(ctx, cfg)
+	if errors.Is(err, supervise.ErrStopped) {
+		fmt.Fprintf(stderr, "guardrun: %s: stopped while waiting for memory; nothing was started\n", cfg.Name)
+		return 128 + int(syscall.SIGTERM), nil
+	}
 	if err != nil {
 		return 0, runError(err, cfg)
 	}
-	if !s.quiet || r.OOMKilled() {
+	if !s.quiet || r.OOMKilled() || r.GaveUp != "" {
 		fmt.Fprintf(stderr, "guardrun: %s\n", r.Summary())
 	}
 	return r.ExitCode, nil
@@ -153,7 +155,7 @@ func startHints(se *supervise.StartError) []string {
 func newLogger(w io.Writer, format string, quiet bool) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	if quiet {
-		opts.Level = slog.LevelWarn
+		opts.Level = slog.LevelError
 	}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))

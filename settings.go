@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -40,8 +41,21 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "stop-timeout", Value: 10 * time.Second, Usage: "after the stop signal, kill the whole group when `DUR` passes", EnvVars: env("stop-timeout")},
 		&cli.StringFlag{Name: "preflight", Usage: "MemAvailable needed before starting (`SIZE` or off; default: --max)", EnvVars: env("preflight")},
 		&cli.DurationFlag{Name: "preflight-wait", Usage: "wait up to `DUR` for the preflight to pass", EnvVars: env("preflight-wait")},
+		&cli.StringFlag{Name: "restart", Value: "no", Usage: "restart `POLICY`: no, on-failure (non-zero exit, signal, OOM kill) or always", EnvVars: env("restart")},
+		&cli.DurationFlag{Name: "backoff-min", Value: 100 * time.Millisecond, Usage: "first delay `DUR` before a restart", EnvVars: env("backoff-min")},
+		&cli.DurationFlag{Name: "backoff-max", Value: 30 * time.Second, Usage: "longest delay `DUR` between restarts", EnvVars: env("backoff-max")},
+		&cli.Float64Flag{Name: "backoff-factor", Value: 2, Usage: "each delay is the last times `F` (then jittered)", EnvVars: env("backoff-factor")},
+		&cli.DurationFlag{Name: "backoff-reset", Value: 10 * time.Second, Usage: "a child up this long (`DUR`) resets the delay to --backoff-min", EnvVars: env("backoff-reset")},
+		&cli.IntFlag{Name: "max-restarts", Value: 5, Usage: "give up after `N` restarts within --restart-window (0: never)", EnvVars: env("max-restarts")},
+		&cli.DurationFlag{Name: "restart-window", Value: time.Minute, Usage: "the window `DUR` of --max-restarts", EnvVars: env("restart-window")},
+		&cli.StringFlag{Name: "restart-at", Usage: "stop and restart the child when usage stays at `SIZE` or N% of --max", EnvVars: env("restart-at")},
+		&cli.DurationFlag{Name: "restart-at-grace", Value: 3 * time.Second, Usage: "usage must stay over --restart-at this long (`DUR`)", EnvVars: env("restart-at-grace")},
+		&cli.StringFlag{Name: "high", Usage: "throttle the group from `SIZE` on (memory.high; v1: soft limit)", EnvVars: env("high")},
+		&cli.StringFlag{Name: "pressure", Usage: "PSI trigger `some|full:PCT/WINDOW` on the group's memory.pressure (v2), e.g. some:10%/1s", EnvVars: env("pressure")},
+		&cli.BoolFlag{Name: "restart-on-pressure", Usage: "restart the child when the --pressure trigger fires", EnvVars: env("restart-on-pressure")},
+		&cli.StringFlag{Name: "heap-hint", Value: "auto", Usage: "`auto` or off: tell a Node.js, Go or JVM child its share of --max", EnvVars: env("heap-hint")},
 		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
-		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only warnings, errors and an OOM kill", EnvVars: env("quiet")},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors and the line that names an OOM kill or a crash loop", EnvVars: env("quiet")},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `FORMAT`: text or json", EnvVars: env("log-format")},
 	}
 }
@@ -173,6 +187,96 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	if cfg.Preflight.Wait = c.Duration("preflight-wait"); cfg.Preflight.Wait < 0 {
 		return nil, usageError("--preflight-wait must not be negative", "use a duration like 30s or 2m")
 	}
+	if err := loadSupervision(c, cfg, size); err != nil {
+		return nil, err
+	}
 	cfg.Env = os.Environ()
 	return s, nil
+}
+
+// loadSupervision reads the restart, backoff, threshold, pressure and heap
+// hint flags.
+func loadSupervision(c *cli.Context, cfg *supervise.Config, size func(string) (uint64, error)) error {
+	cfg.Restart = supervise.Policy(c.String("restart"))
+	if !slices.Contains(supervise.Policies, cfg.Restart) {
+		return usageError(fmt.Sprintf("--restart %s: unknown policy", cfg.Restart), "use no, on-failure or always (as systemd's Restart=)")
+	}
+	b := &cfg.Backoff
+	b.Min, b.Max, b.Factor, b.Reset = c.Duration("backoff-min"), c.Duration("backoff-max"), c.Float64("backoff-factor"), c.Duration("backoff-reset")
+	switch {
+	case b.Min < 0 || b.Max < 0 || b.Reset < 0:
+		return usageError("--backoff-min, --backoff-max and --backoff-reset must not be negative", "use durations like 100ms, 30s, 10s")
+	case b.Max < b.Min:
+		return usageError(fmt.Sprintf("--backoff-max %s is below --backoff-min %s", b.Max, b.Min), "raise --backoff-max or lower --backoff-min")
+	case b.Factor < 1:
+		return usageError(fmt.Sprintf("--backoff-factor %g: must be at least 1", b.Factor), "2 doubles each delay, 1 keeps it at --backoff-min")
+	}
+	cfg.MaxRestarts, cfg.RestartWindow = c.Int("max-restarts"), c.Duration("restart-window")
+	if cfg.MaxRestarts < 0 || cfg.RestartWindow < 0 {
+		return usageError("--max-restarts and --restart-window must not be negative", "0 restarts means never give up")
+	}
+
+	var err error
+	if v := c.String("high"); v != "" {
+		if cfg.Limits.High, err = size("high"); err != nil {
+			return err
+		}
+	}
+	if v := c.String("restart-at"); v != "" {
+		if strings.HasSuffix(v, "%") && cfg.Limits.Max == 0 {
+			return usageError("--restart-at "+v+": a percentage needs --max", "set the ceiling, e.g. --max 512M --restart-at 90%")
+		}
+		at, err := cgroup.ParseSize(v, cfg.Limits.Max)
+		var se *cgroup.SizeError
+		if errors.As(err, &se) {
+			return usageError(fmt.Sprintf("--restart-at %s: %s", v, se.Reason), "use a SIZE or a percentage of --max like 90%")
+		}
+		if cfg.Limits.Max > 0 && at >= cfg.Limits.Max {
+			return usageError(fmt.Sprintf("--restart-at %s is not below --max %s", cgroup.FormatSize(at), cgroup.FormatSize(cfg.Limits.Max)), "the restart must come before the ceiling, e.g. --restart-at 90%")
+		}
+		cfg.RestartAt = at
+	}
+	if cfg.RestartAtGrace = c.Duration("restart-at-grace"); cfg.RestartAtGrace < 0 {
+		return usageError("--restart-at-grace must not be negative", "use a duration like 3s")
+	}
+	if v := c.String("pressure"); v != "" {
+		if cfg.Pressure, err = psiTrigger(v); err != nil {
+			return usageError("--pressure "+v+": "+err.Error(), "use some|full:PCT/WINDOW with a window from 500ms to 10s, e.g. some:10%/1s")
+		}
+	}
+	cfg.RestartOnPressure = c.Bool("restart-on-pressure")
+	if cfg.RestartOnPressure && cfg.Pressure == "" {
+		return usageError("--restart-on-pressure needs --pressure", "e.g. --pressure some:20%/2s --restart-on-pressure")
+	}
+	if (cfg.RestartAt > 0 || cfg.RestartOnPressure) && cfg.Restart == supervise.RestartNo {
+		return usageError("--restart-at and --restart-on-pressure restart the child, but --restart is no", "add --restart on-failure or --restart always")
+	}
+	switch c.String("heap-hint") {
+	case "auto":
+		cfg.HeapHint = true
+	case "off":
+	default:
+		return usageError(fmt.Sprintf("--heap-hint %s: unknown mode", c.String("heap-hint")), "use auto or off")
+	}
+	return nil
+}
+
+// psiTrigger turns some|full:PCT/WINDOW into the kernel's trigger form,
+// "some 100000 1000000" (stall and window in microseconds; psi.rst). The
+// kernel takes windows from 500 ms to 10 s.
+func psiTrigger(v string) (string, error) {
+	kind, rest, ok := strings.Cut(v, ":")
+	pct, win, ok2 := strings.Cut(rest, "/")
+	if !ok || !ok2 || (kind != "some" && kind != "full") || !strings.HasSuffix(pct, "%") {
+		return "", errors.New("not of the form some|full:PCT/WINDOW")
+	}
+	p, err := strconv.ParseFloat(strings.TrimSuffix(pct, "%"), 64)
+	if err != nil || p <= 0 || p > 100 {
+		return "", errors.New("the percentage must be above 0 and at most 100")
+	}
+	w, err := time.ParseDuration(win)
+	if err != nil || w < 500*time.Millisecond || w > 10*time.Second {
+		return "", errors.New("the window must be a duration from 500ms to 10s")
+	}
+	return fmt.Sprintf("%s %d %d", kind, int64(float64(w.Microseconds())*p/100), w.Microseconds()), nil
 }

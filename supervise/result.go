@@ -33,6 +33,11 @@ type Result struct {
 	Duration            time.Duration
 	Stopped             bool // guardrun was asked to stop the child
 	Forced              bool // the group was killed: stop timeout or a second stop request
+	// Reason is why guardrun itself stopped the child to restart it:
+	// "restart_at" or "pressure"; "" otherwise.
+	Reason   string
+	Restarts int    // restarts before this child
+	GaveUp   string // why guardrun gave up on a crash loop; "" if it did not
 
 	Cause    string // exited, signaled, oom_kill
 	ExitCode int    // what guardrun exits with
@@ -60,34 +65,54 @@ func (r *Result) OOMKilled() bool { return r.Cause == causeOOM }
 // "app was killed by the kernel OOM killer at its 512 MiB ceiling (peak
 // 512 MiB, ran 4.2s)".
 func (r *Result) Summary() string {
-	ceiling := ""
-	if r.Stats.Limit > 0 {
-		ceiling = cgroup.FormatSize(r.Stats.Limit)
+	peak := "peak " + cgroup.FormatSize(r.Stats.Peak)
+	if r.Cause != causeOOM && r.Stats.Limit > 0 {
+		peak += " of " + cgroup.FormatSize(r.Stats.Limit)
 	}
-	killer := "the kernel OOM killer"
-	if r.Backend == "none" {
-		killer = "guardrun (no cgroup: sampled RSS)"
+	more := ""
+	if r.Restarts > 0 {
+		more = fmt.Sprintf(", %s before it", plural(uint64(r.Restarts), "restart", "restarts"))
 	}
+	line := fmt.Sprintf("%s %s (%s, ran %s%s)", r.Name, r.what(), peak, fmtDuration(r.Duration), more)
+	if r.GaveUp != "" {
+		line = fmt.Sprintf("gave up on %s, a crash loop: %s", r.Name, r.GaveUp)
+	}
+	return line
+}
+
+// what says how the child ended, in words: "exited 3", "was killed by ...".
+func (r *Result) what() string {
+	ceiling := cgroup.FormatSize(r.Stats.Limit)
 	var what string
 	switch r.Cause {
 	case causeOOM:
-		what = fmt.Sprintf("was killed by %s at its %s ceiling", killer, ceiling)
+		what = fmt.Sprintf("was killed by %s at its %s ceiling", r.oomWho(), ceiling)
 	case causeSignaled:
 		what = fmt.Sprintf("was killed by signal %d (%s)", int(r.Status.Signal()), signalName(r.Status.Signal()))
 	default:
 		what = fmt.Sprintf("exited %d", r.ExitCode)
 	}
 	if r.Cause != causeOOM && r.Stats.OOMKills > 0 {
-		what += fmt.Sprintf(" after %s killed %s in its group at its %s ceiling", killer, plural(r.Stats.OOMKills, "process", "processes"), ceiling)
+		what += fmt.Sprintf(" after %s killed %s in its group at its %s ceiling", r.oomWho(), plural(r.Stats.OOMKills, "process", "processes"), ceiling)
+	}
+	switch r.Reason {
+	case "restart_at":
+		what += " when guardrun stopped it at the --restart-at threshold"
+	case "pressure":
+		what += " when guardrun stopped it on memory pressure"
 	}
 	if r.Forced {
 		what += " (its group was killed by guardrun after the stop timeout or a second stop request)"
 	}
-	peak := "peak " + cgroup.FormatSize(r.Stats.Peak)
-	if r.Cause != causeOOM && ceiling != "" {
-		peak += " of " + ceiling
+	return what
+}
+
+// oomWho names the killer: the kernel, or guardrun's sampler without a cgroup.
+func (r *Result) oomWho() string {
+	if r.Backend == "none" {
+		return "guardrun (no cgroup: sampled RSS)"
 	}
-	return fmt.Sprintf("%s %s (%s, ran %s)", r.Name, what, peak, fmtDuration(r.Duration))
+	return "the kernel OOM killer"
 }
 
 func plural(n uint64, one, many string) string {

@@ -1,10 +1,13 @@
 // Package supervise owns a guarded run's process lifecycle: the preflight
 // guard, starting the child inside its cgroup, forwarding signals, the stop
 // sequence (stop signal, then the whole group killed at the timeout),
-// reaping, and telling why the child ended.
+// reaping, telling why the child ended, restarting it with backoff, giving
+// up on a crash loop, and restarting it gracefully before the ceiling.
 //
-// It leaves the kernel's side (creating the group, limits, counters) to
-// package cgroup, and the command line and user-facing wording to main.
+// Every step is an Event, logged as one line and handed to Config.Events.
+// It leaves the kernel's side (creating the group, limits, counters,
+// watches) to package cgroup, and the command line and user-facing wording
+// to main.
 package supervise
 
 import (
@@ -13,8 +16,8 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,10 +38,31 @@ type Config struct {
 	StopSignal  syscall.Signal
 	StopTimeout time.Duration
 	Preflight   Preflight
+
+	Restart       Policy
+	Backoff       Backoff
+	MaxRestarts   int           // within RestartWindow; 0 never gives up
+	RestartWindow time.Duration //
+	// RestartAt is the usage (bytes) at which the child is stopped and
+	// restarted, once it stayed there for RestartAtGrace.
+	RestartAt      uint64
+	RestartAtGrace time.Duration
+	// Pressure is a PSI trigger for the group's memory.pressure in the
+	// kernel's form ("some 100000 1000000"); RestartOnPressure restarts
+	// the child when it fires.
+	Pressure          string
+	RestartOnPressure bool
+	// HeapHint tells Node.js, Go and JVM children about the ceiling.
+	HeapHint bool
+
 	// Init makes guardrun a child subreaper that reaps every orphan, as an
 	// init must (PID 1 in a container). Off in tests that share a process.
 	Init bool
 	Log  *slog.Logger
+	// Events receives every event, after it is logged. It must not block.
+	Events func(Event)
+	// Now is the clock events are stamped with; nil is time.Now.
+	Now func() time.Time
 	// Stdin, Stdout, Stderr default to guardrun's own, passed untouched.
 	Stdin, Stdout, Stderr *os.File
 	Env                   []string
@@ -50,192 +74,159 @@ var forwarded = []os.Signal{
 	unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT,
 }
 
-// Run starts the command in its group and supervises it to the end. The
-// error is guardrun's own failure (no group, no child); everything the
-// child did is in Result.
+// ErrStopped is a wait (preflight, backoff) ended because guardrun was told
+// to stop; no child was started after it.
+var ErrStopped = errors.New("stopped before the child started")
+
+// Run supervises the command to the end: it starts it, and restarts it as
+// the policy says, until it ends for good, guardrun gives up on it, or
+// guardrun is told to stop. The error is guardrun's own failure (no group,
+// no child, preflight); everything the child did is in Result.
 func Run(ctx context.Context, cfg Config) (*Result, error) {
-	log := cfg.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := cfg.Preflight.Check(ctx); err != nil {
-		return nil, err
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
-	g, err := cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
-	if errors.Is(err, cgroup.ErrBusy) && cfg.UniqueName {
-		cfg.Name = fmt.Sprintf("%s-%d", cfg.Name, os.Getpid())
-		g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer g.Remove()
-	if why := cgroup.NoCgroupReason(g); why != "" {
-		log.Warn("no cgroup: the ceiling is enforced best-effort by sampling RSS, and a fast leak can overshoot it", "run", cfg.Name, "why", why)
+	var hints []string
+	if cfg.HeapHint && cfg.Limits.Max > 0 {
+		cfg.Env, hints = heapHints(cfg.Command, cfg.Env, cfg.Limits.Max)
 	}
 	if cfg.Init {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
 			return nil, fmt.Errorf("become a child subreaper: %w", err)
 		}
 	}
-
-	// Signals are caught before the child exists so none is lost between
-	// its start and the loop.
+	// Signals are caught for the whole run, before any child exists, so
+	// none is lost between a start and the loop, nor during a backoff.
 	sigs := make(chan os.Signal, 32)
 	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
 	defer signal.Stop(sigs)
 
-	cmd, tty := command(cfg)
-	started := time.Now()
-	if err := g.Start(cmd); err != nil {
-		return nil, &StartError{Command: cfg.Command[0], Err: err}
-	}
-	log.Info("started", "run", cfg.Name, "pid", cmd.Process.Pid, "cgroup", g.Backend(), "path", g.Path(), "max", cfg.Limits.Max)
-
-	r := &Result{Name: cfg.Name, Backend: g.Backend(), Path: g.Path(), Pid: cmd.Process.Pid}
-	r.Status, r.Stopped, r.Forced = loop(ctx, cfg, g, cmd.Process, sigs, log)
-	r.Duration = time.Since(started)
-	if tty >= 0 {
-		reclaimTTY(tty)
-	}
-	// Counters are read before the group goes: removing it loses them.
-	r.Stats, err = g.Stats()
-	if err != nil {
-		log.Warn("read cgroup counters", "run", cfg.Name, "err", err)
-	}
-	r.classify()
-	// The child is gone; what it left behind in its group goes with it.
-	if err := g.Remove(); err != nil {
-		log.Warn("remove cgroup", "run", cfg.Name, "path", g.Path(), "err", err)
-	}
-	log.Info("exited", "run", cfg.Name, "pid", r.Pid, "cause", r.Cause, "code", r.ExitCode, "peak", r.Stats.Peak, "oom_kills", r.Stats.OOMKills)
-	return r, nil
+	s := &supervisor{cfg: cfg, sigs: sigs, ctx: ctx, hints: strings.Join(hints, " "),
+		em:   &emitter{run: cfg.Name, log: cfg.Log, sink: cfg.Events, now: cfg.Now},
+		loop: crashLoop{max: cfg.MaxRestarts, window: cfg.RestartWindow}}
+	return s.run()
 }
 
-// command builds the child. It gets its own process group, so a signal
-// guardrun forwards is not doubled by one the terminal sends to guardrun's
-// group; and when guardrun owns the terminal's foreground, the child gets
-// it, so Ctrl-C, Ctrl-Z and full-screen programs work as if bare. tty is
-// the terminal fd handed over, or -1.
-func command(cfg Config) (cmd *exec.Cmd, tty int) {
-	cmd = exec.Command(cfg.Command[0], cfg.Command[1:]...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = orFile(cfg.Stdin, os.Stdin), orFile(cfg.Stdout, os.Stdout), orFile(cfg.Stderr, os.Stderr)
-	cmd.Env = cfg.Env
-	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Setpgid: true,
-		// If guardrun dies, even by SIGKILL, the child must not live on.
-		Pdeathsig: unix.SIGKILL,
-	}
-	tty = -1
-	if in, ok := cmd.Stdin.(*os.File); ok {
-		if pg, err := unix.IoctlGetInt(int(in.Fd()), unix.TIOCGPGRP); err == nil && pg == unix.Getpgrp() {
-			cmd.SysProcAttr.Foreground = true
-			cmd.SysProcAttr.Ctty = 0
-			tty = int(in.Fd())
-		}
-	}
-	return cmd, tty
+// supervisor is the state of one Run across its children.
+type supervisor struct {
+	cfg      Config
+	ctx      context.Context
+	sigs     chan os.Signal
+	em       *emitter
+	loop     crashLoop
+	restarts int
+	hints    string // heap hints set, for the first started event
 }
 
-func orFile(f, def *os.File) *os.File {
-	if f != nil {
-		return f
-	}
-	return def
-}
-
-// reclaimTTY takes the terminal's foreground back from the finished child,
-// so guardrun's last line is not stopped by SIGTTOU.
-func reclaimTTY(fd int) {
-	signal.Ignore(unix.SIGTTOU)
-	defer signal.Reset(unix.SIGTTOU)
-	unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, unix.Getpgrp())
-}
-
-// loop is tini's wait_and_forward_signal and reap_zombies: it forwards
-// signals, runs the stop sequence, reaps, and returns when the child is
-// gone.
-func loop(ctx context.Context, cfg Config, g cgroup.Group, p *os.Process, sigs chan os.Signal, log *slog.Logger) (status unix.WaitStatus, stopped, forced bool) {
-	var deadline <-chan time.Time
-	done := ctx.Done()
-	stop := func(sig syscall.Signal) {
-		if stopped {
-			// A second INT or TERM while stopping: the user means it now.
-			log.Warn("second stop request: killing the group", "run", cfg.Name)
-			forced = true
-			g.Kill()
-			return
-		}
-		stopped = true
-		signalChild(p, sig, log)
-		t := time.NewTimer(cfg.StopTimeout)
-		deadline = t.C
-	}
+// run is tini's main, with a restart loop around it: preflight, start,
+// supervise, decide, back off.
+func (s *supervisor) run() (*Result, error) {
+	backoff := s.cfg.Backoff
+	var last *Result
 	for {
-		if st, ok := reap(p.Pid, cfg.Init); ok {
-			return st, stopped, forced
+		if err := s.preflight(last != nil, &backoff); err != nil {
+			if errors.Is(err, ErrStopped) && last != nil {
+				return s.stopped(last), nil
+			}
+			return last, err
 		}
+		r, err := s.runChild()
+		if err != nil {
+			return last, err
+		}
+		last = r
+		if r.Stopped || !s.cfg.Restart.restarts(r) {
+			if r.Stopped {
+				s.em.emit(Event{Kind: Stopped, Restarts: s.restarts, ExitCode: r.ExitCode})
+			}
+			return r, nil
+		}
+		if s.loop.exceeded(s.cfg.Now()) {
+			r.GaveUp = s.loop.reason(r)
+			s.em.emit(Event{Kind: GaveUp, Restarts: s.restarts, ExitCode: r.ExitCode, Cause: r.Cause, Reason: r.GaveUp})
+			return r, nil
+		}
+		delay := backoff.Next(r.Duration)
+		s.em.emit(Event{Kind: Restarting, Restarts: s.restarts, Delay: delay, Cause: r.Cause, Reason: r.Reason})
+		if err := s.wait(delay); err != nil {
+			return s.stopped(r), nil
+		}
+		s.restarts++
+	}
+}
+
+func (s *supervisor) stopped(r *Result) *Result {
+	r.Stopped = true
+	s.em.emit(Event{Kind: Stopped, Restarts: s.restarts, ExitCode: r.ExitCode})
+	return r
+}
+
+// preflight guards a start. The first start waits at most --preflight-wait
+// and then fails; a restart waits as long as it takes, on the restart
+// backoff, because a service under a restart policy is meant to come back
+// once memory does.
+func (s *supervisor) preflight(restart bool, backoff *Backoff) error {
+	p := s.cfg.Preflight
+	if p.Need == 0 {
+		return nil
+	}
+	avail := p.Avail
+	if avail == nil {
+		avail = MemAvailable
+	}
+	if !restart {
+		p.Sleep = func(_ context.Context, d time.Duration) error { return s.wait(d) }
+		p.Waiting = func(a uint64) {
+			s.em.emit(Event{Kind: PreflightWait, Available: a, Need: p.Need, Delay: p.Wait})
+		}
+		err := p.Check(s.ctx)
+		var pe *PreflightError
+		if errors.As(err, &pe) {
+			s.em.emit(Event{Kind: PreflightFailed, Available: pe.Available, Need: pe.Need})
+		}
+		return err
+	}
+	for said := false; ; said = true {
+		a, err := avail()
+		if err != nil {
+			return fmt.Errorf("preflight: read MemAvailable: %w", err)
+		}
+		if a >= p.Need {
+			return nil
+		}
+		delay := backoff.Next(0)
+		if !said {
+			s.em.emit(Event{Kind: PreflightWait, Available: a, Need: p.Need, Delay: delay, Restarts: s.restarts})
+		}
+		if err := s.wait(delay); err != nil {
+			return err
+		}
+	}
+}
+
+// wait sleeps between children. TERM or INT (or the context) ends it at
+// once with ErrStopped, and no new child is started; orphans are reaped
+// meanwhile; other signals have no child to go to.
+func (s *supervisor) wait(d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
 		select {
-		case sig := <-sigs:
+		case <-t.C:
+			return nil
+		case <-s.ctx.Done():
+			return ErrStopped
+		case sig := <-s.sigs:
 			switch sig {
+			case unix.SIGTERM, unix.SIGINT:
+				return ErrStopped
 			case unix.SIGCHLD:
-			case unix.SIGTERM:
-				stop(stopSignal(cfg))
-			case unix.SIGINT:
-				stop(unix.SIGINT)
-			default:
-				signalChild(p, sig.(syscall.Signal), log)
-			}
-		case <-done:
-			done = nil
-			stop(stopSignal(cfg))
-		case <-deadline:
-			deadline = nil
-			log.Warn("stop timeout: killing the group", "run", cfg.Name, "timeout", cfg.StopTimeout)
-			forced = true
-			if err := g.Kill(); err != nil {
-				log.Error("kill group", "run", cfg.Name, "err", err)
-			}
-		}
-	}
-}
-
-func stopSignal(cfg Config) syscall.Signal {
-	if cfg.StopSignal == 0 {
-		return unix.SIGTERM
-	}
-	return cfg.StopSignal
-}
-
-func signalChild(p *os.Process, sig os.Signal, log *slog.Logger) {
-	if err := p.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		log.Warn("forward signal", "pid", p.Pid, "signal", sig, "err", err)
-	}
-}
-
-// reap collects exited children without blocking and reports the child's
-// status once it is among them. As an init it reaps every orphan that was
-// reparented to it; otherwise only its own child.
-func reap(child int, all bool) (unix.WaitStatus, bool) {
-	var childStatus unix.WaitStatus
-	found := false
-	who := child
-	if all {
-		who = -1
-	}
-	for {
-		var st unix.WaitStatus
-		pid, err := unix.Wait4(who, &st, unix.WNOHANG, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || pid <= 0 {
-			return childStatus, found
-		}
-		if pid == child {
-			childStatus, found = st, true
-			if !all {
-				return childStatus, found
+				if s.cfg.Init {
+					reap(-1, true)
+				}
 			}
 		}
 	}

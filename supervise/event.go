@@ -1,0 +1,108 @@
+package supervise
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Kind names a lifecycle step. The words are the contract later consumers
+// (notifications, reports, metrics) key on.
+type Kind string
+
+const (
+	Started          Kind = "started"
+	Exited           Kind = "exited"
+	OOMKill          Kind = "oom_kill"
+	ThresholdCrossed Kind = "threshold_crossed"
+	PressureStall    Kind = "pressure"
+	PreflightWait    Kind = "preflight_wait"
+	PreflightFailed  Kind = "preflight_failed"
+	Restarting       Kind = "restarting"
+	GaveUp           Kind = "gave_up"
+	Stopped          Kind = "stopped"
+)
+
+// Event is one lifecycle step of a run, with the figures it carries. Fields
+// that do not apply to a kind are zero.
+type Event struct {
+	Kind     Kind
+	Time     time.Time
+	Run      string
+	Pid      int
+	Restarts int    // restarts so far in this run
+	Cgroup   string // started: backend and path, "v2:/sys/fs/cgroup/guardrun/app"
+	HeapHint string // started: the runtime variables guardrun set, "GOMEMLIMIT=460MiB"
+
+	Cause    string // exited: exited, signaled, oom_kill
+	ExitCode int    // exited, gave_up: what guardrun would exit with
+	Signal   string // exited by a signal, stopped: its name
+
+	Usage     uint64        // bytes in the group when it happened
+	Limit     uint64        // the ceiling
+	Peak      uint64        // exited: the child's peak
+	Threshold uint64        // threshold_crossed: --restart-at in bytes
+	Available uint64        // preflight_*: MemAvailable
+	Need      uint64        // preflight_*: what was asked
+	Delay     time.Duration // restarting, preflight_wait: before the next try
+	Uptime    time.Duration // exited: how long the child ran
+	Reason    string        // a few words: why guardrun acted
+}
+
+// attrs are the event's non-zero fields as slog attributes, in one order.
+func (e Event) attrs() []any {
+	a := []any{"run", e.Run}
+	add := func(k string, v any, set bool) {
+		if set {
+			a = append(a, k, v)
+		}
+	}
+	add("pid", e.Pid, e.Pid != 0)
+	add("cgroup", e.Cgroup, e.Cgroup != "")
+	add("heap_hint", e.HeapHint, e.HeapHint != "")
+	add("cause", e.Cause, e.Cause != "")
+	add("code", e.ExitCode, e.Kind == Exited || e.Kind == GaveUp)
+	add("signal", e.Signal, e.Signal != "")
+	add("usage", e.Usage, e.Usage != 0)
+	add("limit", e.Limit, e.Limit != 0)
+	add("peak", e.Peak, e.Peak != 0)
+	add("threshold", e.Threshold, e.Threshold != 0)
+	add("available", e.Available, e.Available != 0)
+	add("need", e.Need, e.Need != 0)
+	add("delay", e.Delay, e.Kind == Restarting || e.Kind == PreflightWait)
+	add("uptime", e.Uptime.Round(time.Millisecond), e.Uptime != 0)
+	add("restarts", e.Restarts, e.Restarts != 0)
+	add("reason", e.Reason, e.Reason != "")
+	return a
+}
+
+// level is how loud an event is in the log. None is an error: errors are
+// guardrun's own failures, and -q keeps only those and the summary line,
+// which already says what an oom_kill or gave_up event says.
+func (e Event) level() slog.Level {
+	switch e.Kind {
+	case Started, Exited, Stopped:
+		return slog.LevelInfo
+	}
+	return slog.LevelWarn
+}
+
+// emitter stamps events, logs each as one structured line and hands it to
+// the consumer, if any. Nothing reaches back into the supervisor.
+type emitter struct {
+	run  string
+	log  *slog.Logger
+	sink func(Event)
+	now  func() time.Time
+}
+
+func (em *emitter) emit(e Event) {
+	e.Run = em.run
+	if e.Time.IsZero() {
+		e.Time = em.now()
+	}
+	em.log.Log(context.Background(), e.level(), string(e.Kind), e.attrs()...)
+	if em.sink != nil {
+		em.sink(e)
+	}
+}
