@@ -127,8 +127,15 @@ type child struct {
 
 	deadline <-chan time.Time // the stop timeout, once stopping
 	grace    <-chan time.Time // --restart-at-grace, once over the threshold
-	highAt   uint64           // memory.events high when the threshold was crossed
+	lastOver time.Time        // the latest threshold notice
 }
+
+// stillOver is how recent a threshold notice must be, when the grace period
+// ends, to say the child is still pressing on the threshold. On v2 the
+// threshold is memory.high: the kernel holds usage near it and bumps the
+// high counter (at most every 10 ms) for as long as the child keeps trying
+// to grow, so a notice this recent means it still is.
+const stillOver = 500 * time.Millisecond
 
 // supervise is tini's wait_and_forward_signal and reap_zombies, plus the
 // watches: it forwards signals, runs the stop sequence, restarts before the
@@ -210,10 +217,10 @@ func (c *child) notice(n cgroup.Notice) {
 	st, _ := c.g.Stats()
 	switch n {
 	case cgroup.Threshold:
+		c.lastOver = time.Now()
 		if c.grace != nil || c.r.Reason != "" || c.r.Stopped {
 			return
 		}
-		c.highAt = st.High
 		c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: c.cfg.RestartAtGrace})
 		c.grace = time.After(c.cfg.RestartAtGrace)
 	case cgroup.Pressure:
@@ -226,14 +233,15 @@ func (c *child) notice(n cgroup.Notice) {
 }
 
 // graceOver restarts the child if its usage stayed at the threshold: it is
-// still at or above it, or (v2, where the threshold is memory.high and the
-// kernel holds usage just under it) it kept hitting memory.high.
+// still at or above it, or (v2, where the kernel holds usage just under
+// memory.high) it is still pressing on it. A spike that has passed does
+// not restart anything; the next crossing starts a new grace period.
 func (c *child) graceOver() {
 	st, err := c.g.Stats()
 	if err != nil {
 		return
 	}
-	if st.Current >= c.cfg.RestartAt || st.High > c.highAt {
+	if st.Current >= c.cfg.RestartAt || time.Since(c.lastOver) < stillOver {
 		c.cfg.Log.Warn("restart-at: usage stayed over the threshold; stopping the child to restart it",
 			"run", c.cfg.Name, "usage", st.Current, "threshold", c.cfg.RestartAt, "grace", c.cfg.RestartAtGrace)
 		c.stop(stopSignal(c.cfg), "restart_at")

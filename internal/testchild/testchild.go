@@ -80,6 +80,52 @@ func Main(mode string, args []string) int {
 			held = append(held, touch(n<<20))
 			time.Sleep(10 * time.Millisecond)
 		}
+	case "graceful-leak": // graceful-leak MIB FILE: leak; at TERM write FILE and exit 0
+		n, _ := strconv.Atoi(arg(0))
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		var held [][]byte
+		for {
+			select {
+			case <-term:
+				writeAtomic(arg(1), fmt.Sprintf("terminated holding %d MiB", len(held)*n))
+				return 0
+			case <-time.After(10 * time.Millisecond):
+				held = append(held, touch(n<<20))
+			}
+		}
+	case "spike": // spike MIB HOLD: grow the group's usage to MIB, hold it for HOLD, give it back, sleep
+		// mmap, not the Go heap: munmap returns it at once, and the race
+		// detector keeps no shadow of it that would outlive the spike.
+		// Growing to a total, read from the group, keeps the overshoot
+		// small whatever the child's own baseline is.
+		n, _ := strconv.Atoi(arg(0))
+		hold, _ := time.ParseDuration(arg(1))
+		usage := usageFile()
+		var maps [][]byte
+		for {
+			if b, err := os.ReadFile(usage); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			} else if u, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); u >= uint64(n)<<20 {
+				break
+			}
+			b, err := syscall.Mmap(-1, 0, 1<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			maps = append(maps, b)
+		}
+		time.Sleep(hold)
+		for _, b := range maps {
+			syscall.Munmap(b)
+		}
+		time.Sleep(time.Hour)
+		return 0
 	case "tree": // tree N PIDFILE: start N grandchildren that sleep, write their pids
 		n, _ := strconv.Atoi(arg(0))
 		var pids []string
@@ -155,6 +201,32 @@ func Main(mode string, args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "testchild: unknown mode", mode)
 	return 2
+}
+
+// usageFile is the memory usage file of the child's own cgroup, v2 or v1.
+func usageFile() string {
+	b, _ := os.ReadFile("/proc/self/cgroup")
+	var v1 string
+	for _, line := range strings.Split(string(b), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[0] == "0" {
+			if f := "/sys/fs/cgroup" + parts[2] + "/memory.current"; fileExists(f) {
+				return f
+			}
+		}
+		if parts[1] == "memory" {
+			v1 = "/sys/fs/cgroup/memory" + parts[2] + "/memory.usage_in_bytes"
+		}
+	}
+	return v1
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func touch(n int) []byte {
