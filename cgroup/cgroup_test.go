@@ -51,7 +51,7 @@ func child(mode string, args ...string) *exec.Cmd {
 }
 
 func TestLimitsAreReadBack(t *testing.T) {
-	g := open(t, Limits{Max: 64 << 20, PidsMax: 64})
+	g := open(t, Limits{Max: 64 << 20, PidsMax: 64, High: 48 << 20})
 	s, err := g.Stats()
 	if err != nil {
 		t.Fatal(err)
@@ -59,12 +59,15 @@ func TestLimitsAreReadBack(t *testing.T) {
 	if s.Limit != 64<<20 {
 		t.Fatalf("limit reads %d, want %d", s.Limit, 64<<20)
 	}
-	pids := filepath.Join(g.Path(), "pids.max")
+	pids, high := filepath.Join(g.Path(), pidsMax), filepath.Join(g.Path(), v2High)
 	if v1, ok := g.(*v1Group); ok {
-		pids = filepath.Join(v1.pids, "pids.max")
+		pids, high = filepath.Join(v1.pids, pidsMax), filepath.Join(v1.mem, "memory.soft_limit_in_bytes")
 	}
 	if n, err := readUint(pids); err != nil || n != 64 {
 		t.Fatalf("%s = %d, %v", pids, n, err)
+	}
+	if n, err := readUint(high); err != nil || n != 48<<20 {
+		t.Fatalf("%s = %d, %v; want --high", high, n, err)
 	}
 }
 

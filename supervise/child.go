@@ -128,7 +128,13 @@ type child struct {
 	deadline <-chan time.Time // the stop timeout, once stopping
 	grace    <-chan time.Time // --restart-at-grace, once over the threshold
 	lastOver time.Time        // the latest threshold notice
+	lastPSI  time.Time        // the latest pressure notice
 }
+
+// pressureQuiet ends a pressure episode: a PSI trigger fires at most once
+// per window for as long as the stall lasts, and one event per episode is
+// what a person wants to read, not one per window.
+const pressureQuiet = 10 * time.Second
 
 // stillOver is how recent a threshold notice must be, when the grace period
 // ends, to say the child is still pressing on the threshold. On v2 the
@@ -224,8 +230,13 @@ func (c *child) notice(n cgroup.Notice) {
 		c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: c.cfg.RestartAtGrace})
 		c.grace = time.After(c.cfg.RestartAtGrace)
 	case cgroup.Pressure:
-		e := Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Restarts: c.restarts, Reason: c.cfg.Pressure}
-		c.em.emit(e)
+		now := time.Now()
+		ongoing := now.Sub(c.lastPSI) < pressureQuiet
+		c.lastPSI = now
+		if ongoing || c.r.Reason != "" || c.r.Stopped {
+			return
+		}
+		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Restarts: c.restarts, Reason: c.cfg.Pressure})
 		if c.cfg.RestartOnPressure {
 			c.stop(stopSignal(c.cfg), "pressure")
 		}

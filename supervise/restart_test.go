@@ -210,3 +210,25 @@ func nonEmpty(s string) []string {
 	}
 	return []string{s}
 }
+
+func TestPressureRestartsTheChildV2(t *testing.T) {
+	cfg := config(t, 256<<20, "graceful-leak", "2", filepath.Join(t.TempDir(), "term"))
+	testchild.RequireCgroup(t, cfg.Backend, "v2")
+	// memory.high far below what the child touches: the kernel throttles it
+	// in reclaim, a memory stall that the PSI trigger reports.
+	cfg.Limits.High = 16 << 20
+	cfg.Pressure, cfg.RestartOnPressure, cfg.Restart = "some 10000 500000", true, RestartAlways
+	starts := 0
+	_, rec := watched(t, cfg, func(e Event) bool {
+		if e.Kind == Started {
+			starts++
+		}
+		return starts == 2
+	})
+	if got := rec.kinds(); !strings.HasPrefix(got, "started pressure exited restarting started") {
+		t.Fatalf("events: %s", got)
+	}
+	if ex := rec.events[2]; ex.Reason != "pressure" || ex.ExitCode != 0 {
+		t.Fatalf("first child ended %+v; want a clean exit for pressure", ex)
+	}
+}
