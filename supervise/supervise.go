@@ -138,10 +138,10 @@ func (s *supervisor) run() (*Result, error) {
 			return last, err
 		}
 		last = r
-		if r.Stopped || !s.cfg.Restart.restarts(r) {
-			if r.Stopped {
-				s.em.emit(Event{Kind: Stopped, Restarts: s.restarts, ExitCode: r.ExitCode})
-			}
+		if r.Stopped {
+			return s.stopped(r), nil
+		}
+		if !s.cfg.Restart.restarts(r) {
 			return r, nil
 		}
 		if s.loop.exceeded(s.cfg.Now()) {
