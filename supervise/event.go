@@ -61,7 +61,7 @@ func (e Event) attrs() []any {
 	add("cgroup", e.Cgroup, e.Cgroup != "")
 	add("heap_hint", e.HeapHint, e.HeapHint != "")
 	add("cause", e.Cause, e.Cause != "")
-	add("code", e.ExitCode, e.Kind == Exited || e.Kind == GaveUp)
+	add("code", e.ExitCode, e.Kind == Exited || e.Kind == GaveUp || e.Kind == Stopped)
 	add("signal", e.Signal, e.Signal != "")
 	add("usage", e.Usage, e.Usage != 0)
 	add("limit", e.Limit, e.Limit != 0)
