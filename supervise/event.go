@@ -47,6 +47,8 @@ type Event struct {
 	Delay     time.Duration // restarting, preflight_wait: before the next try
 	Uptime    time.Duration // exited: how long the child ran
 	Reason    string        // a few words: why guardrun acted
+
+	Diagnosis *Diagnosis // incidents, when sampling is on
 }
 
 // attrs are the event's non-zero fields as slog attributes, in one order.

@@ -1,0 +1,33 @@
+package supervise
+
+import "time"
+
+// Diagnosis is what a person would otherwise dig out by hand with dmesg,
+// top and the cgroup files after an incident. Events that are incidents
+// (oom_kill, threshold_crossed, pressure, a failed exit) carry one when
+// Config.Sample is set.
+type Diagnosis struct {
+	// MemoryStat is the group's memory.stat breakdown in bytes: anon,
+	// file, kernel, shmem, ... (v1 names as the kernel gives them).
+	MemoryStat map[string]uint64 `json:"memory_stat,omitempty"`
+	// Top are the largest processes in the group at the last sample
+	// before the event.
+	Top []Proc `json:"top,omitempty"`
+	// Growth is the group's usage over the minutes before the event.
+	Growth []Sample `json:"growth,omitempty"`
+	// OOMReport is the kernel's line about the kill, from /dev/kmsg.
+	OOMReport string `json:"oom_report,omitempty"`
+}
+
+// Proc is one process of the group.
+type Proc struct {
+	Pid     int    `json:"pid"`
+	Command string `json:"command"`
+	RSS     uint64 `json:"rss"`
+}
+
+// Sample is the group's usage at one time.
+type Sample struct {
+	Time  time.Time `json:"time"`
+	Usage uint64    `json:"usage"`
+}
