@@ -183,6 +183,8 @@ func (d *Dedup) notification(e supervise.Event, status string, count int, first,
 	return n
 }
 
+func kindOf(s string) supervise.Kind { return supervise.Kind(s) }
+
 func severity(k supervise.Kind) string {
 	switch k {
 	case supervise.OOMKill, supervise.GaveUp, supervise.PreflightFailed:

@@ -1,0 +1,241 @@
+package notify
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+)
+
+// Sink delivers one notification. Send must honour ctx: the per-request
+// timeout and the exit deadline both come through it.
+type Sink interface {
+	Send(ctx context.Context, n Notification) error
+	// Name is how logs show the sink: never a secret (see Redact).
+	Name() string
+}
+
+// ParseSink reads a --notify target. format is "", "json" or "slack": ""
+// picks slack for Slack's incoming-webhook host, json for any other URL.
+// alertmanager+http(s)://host:port posts to Alertmanager's API.
+func ParseSink(target, format string, window time.Duration) (Sink, error) {
+	raw := target
+	am := false
+	if rest, ok := strings.CutPrefix(target, "alertmanager+"); ok {
+		raw, am = rest, true
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%s: not an http(s):// or alertmanager+http(s):// URL", Redact(target))
+	}
+	client := &http.Client{}
+	switch {
+	case am:
+		u.Path = strings.TrimSuffix(u.Path, "/") + "/api/v2/alerts"
+		return &alertmanagerSink{url: u.String(), name: Redact(target), client: client, window: window}, nil
+	case format == "slack" || (format == "" && u.Host == "hooks.slack.com"):
+		return &httpSink{url: raw, name: Redact(target), client: client, body: slackBody}, nil
+	case format == "" || format == "json":
+		return &httpSink{url: raw, name: Redact(target), client: client, body: jsonBody}, nil
+	}
+	return nil, fmt.Errorf("--notify-format %s: unknown format", format)
+}
+
+// Redact keeps what identifies a URL's receiver and drops what may be a
+// secret: user info, path, query. Webhook URLs carry their token in the
+// path (Slack's /services/T000/B000/XXXX).
+func Redact(target string) string {
+	prefix := ""
+	if rest, ok := strings.CutPrefix(target, "alertmanager+"); ok {
+		prefix, target = "alertmanager+", rest
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Host == "" {
+		return prefix + "(unparsable URL)"
+	}
+	s := prefix + u.Scheme + "://" + u.Host
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		s += "/…"
+	}
+	return s
+}
+
+// httpSink posts a JSON body; any 2xx is delivered.
+type httpSink struct {
+	url, name string
+	client    *http.Client
+	body      func(Notification) ([]byte, error)
+}
+
+func (s *httpSink) Name() string { return s.name }
+
+func (s *httpSink) Send(ctx context.Context, n Notification) error {
+	b, err := s.body(n)
+	if err != nil {
+		return err
+	}
+	return post(ctx, s.client, s.url, b)
+}
+
+func post(ctx context.Context, c *http.Client, u string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "guardrun")
+	resp, err := c.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error repeats the URL, which may hold a token
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("HTTP %s", resp.Status)
+	}
+	return nil
+}
+
+func jsonBody(n Notification) ([]byte, error) { return json.Marshal(n) }
+
+// slackBody is a Slack incoming-webhook message: the sentence first, then
+// the figures a person asks for next.
+func slackBody(n Notification) ([]byte, error) {
+	icon := ":rotating_light:"
+	switch {
+	case n.Status == Resolved:
+		icon = ":white_check_mark:"
+	case n.Severity == Warning:
+		icon = ":warning:"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s *%s* on %s: %s", icon, n.Run, n.Host, n.Message)
+	if n.Status == Firing {
+		fmt.Fprintf(&b, "\nrestarts %d", n.Restarts)
+		if n.Ceiling > 0 {
+			fmt.Fprintf(&b, " · ceiling %s", cgroup.FormatSize(n.Ceiling))
+		}
+		if n.Peak > 0 {
+			fmt.Fprintf(&b, " · peak %s", cgroup.FormatSize(n.Peak))
+		}
+		if d := n.Diagnosis; d != nil {
+			for _, p := range d.Top {
+				fmt.Fprintf(&b, "\n• %d %s %s", p.Pid, p.Command, cgroup.FormatSize(p.RSS))
+			}
+			if d.OOMReport != "" {
+				fmt.Fprintf(&b, "\n```%s```", d.OOMReport)
+			}
+		}
+	}
+	return json.Marshal(map[string]string{"text": b.String()})
+}
+
+// alertmanagerSink posts to Alertmanager's v2 API, so a fleet's incidents
+// are grouped and silenced where its operators already do that. An alert
+// is its labels; a resolved one is the same labels with endsAt now.
+type alertmanagerSink struct {
+	url, name string
+	client    *http.Client
+	window    time.Duration
+}
+
+func (s *alertmanagerSink) Name() string { return s.name }
+
+func (s *alertmanagerSink) Send(ctx context.Context, n Notification) error {
+	// A firing alert that is not re-sent ends at endsAt. guardrun speaks
+	// again by the close of the next window at the latest (a summary or
+	// the resolution), so the alert is kept alive until just past it.
+	ends := n.LastSeen.Add(2*s.window + time.Minute)
+	if n.Status == Resolved {
+		ends = n.LastSeen
+	}
+	alert := map[string]any{
+		"labels": map[string]string{
+			"alertname": "guardrun_" + n.Kind,
+			"run":       n.Run,
+			"host":      n.Host,
+			"kind":      n.Kind,
+			"severity":  severityLabel(n),
+		},
+		"annotations": map[string]string{
+			"summary":     n.Message,
+			"count":       fmt.Sprint(n.Count),
+			"restarts":    fmt.Sprint(n.Restarts),
+			"description": describe(n),
+		},
+		"startsAt": n.FirstSeen.UTC().Format(time.RFC3339Nano),
+		"endsAt":   ends.UTC().Format(time.RFC3339Nano),
+	}
+	b, err := json.Marshal([]any{alert})
+	if err != nil {
+		return err
+	}
+	return post(ctx, s.client, s.url, b)
+}
+
+// severityLabel keeps the alert's labels the same when it resolves, or
+// Alertmanager would see a new alert instead of the end of the old one.
+func severityLabel(n Notification) string {
+	if n.Status == Resolved {
+		return severity(kindOf(n.Kind))
+	}
+	return n.Severity
+}
+
+func describe(n Notification) string {
+	var parts []string
+	if n.Ceiling > 0 {
+		parts = append(parts, "ceiling "+cgroup.FormatSize(n.Ceiling))
+	}
+	if n.Peak > 0 {
+		parts = append(parts, "peak "+cgroup.FormatSize(n.Peak))
+	}
+	if d := n.Diagnosis; d != nil && len(d.Top) > 0 {
+		parts = append(parts, fmt.Sprintf("largest: %d %s %s", d.Top[0].Pid, d.Top[0].Command, cgroup.FormatSize(d.Top[0].RSS)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// execSink runs a command with the JSON on stdin: mail, ntfy, anything.
+type execSink struct {
+	cmd string
+}
+
+// NewExecSink runs cmd with sh -c for each notification.
+func NewExecSink(cmd string) Sink { return &execSink{cmd: cmd} }
+
+func (s *execSink) Name() string {
+	// The command line may hold a token; its first word does not.
+	f := strings.Fields(s.cmd)
+	if len(f) == 0 {
+		return "exec"
+	}
+	return "exec:" + f[0]
+}
+
+func (s *execSink) Send(ctx context.Context, n Notification) error {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", s.cmd)
+	c.Stdin = bytes.NewReader(b)
+	c.Stdout, c.Stderr = os.Stderr, os.Stderr
+	c.Env = append(os.Environ(), "GUARDRUN_NOTIFY_KIND="+n.Kind, "GUARDRUN_NOTIFY_STATUS="+n.Status, "GUARDRUN_NOTIFY_RUN="+n.Run)
+	c.WaitDelay = time.Second
+	return c.Run()
+}
