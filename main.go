@@ -90,6 +90,21 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 				},
 			},
 			{
+				Name:  "notify-test",
+				Usage: "send a sample notification to each --notify and --notify-exec target",
+				Flags: append(notifyFlags(), &cli.StringFlag{Name: "config", Usage: "read the notify flags from a TOML `FILE`", EnvVars: env("config")}),
+				Action: func(c *cli.Context) error {
+					if p := c.String("config"); p != "" {
+						if err := applyConfig(c, p); err != nil {
+							return err
+						}
+					}
+					var err error
+					*code, err = notifyTest(c, stdout)
+					return err
+				},
+			},
+			{
 				Name:  "version",
 				Usage: "print guardrun's version",
 				Action: func(c *cli.Context) error {
@@ -110,7 +125,9 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	cfg := s.supervise
 	cfg.Log = log
 	cfg.Init = true
+	flush := startNotifier(s.notify, &cfg)
 	r, err := supervise.Run(ctx, cfg)
+	flush()
 	if errors.Is(err, supervise.ErrStopped) {
 		fmt.Fprintf(stderr, "guardrun: %s: stopped while waiting for memory; nothing was started\n", cfg.Name)
 		return 128 + int(syscall.SIGTERM), nil

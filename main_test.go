@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -47,6 +51,7 @@ func TestCLI(t *testing.T) {
 			"nogroup":  cmdNoGroup,
 			"reaped":   cmdReaped,
 			"parent":   cmdParent,
+			"receiver": cmdReceiver,
 		},
 	})
 }
@@ -147,6 +152,26 @@ func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	ts.Fatalf("process %s does not have parent %s: %s", pid, want, st)
+}
+
+// receiver FILE: a real HTTP receiver on 127.0.0.1 for the rest of the
+// script; each request body is appended to FILE as one line, and $RECEIVER
+// is its URL.
+func cmdReceiver(ts *testscript.TestScript, neg bool, args []string) {
+	file := ts.MkAbs(args[0])
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		f, err := os.OpenFile(file, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err == nil {
+			f.Write(append(bytes.TrimSpace(b), '\n'))
+			f.Close()
+		}
+	}))
+	ts.Defer(srv.Close)
+	ts.Setenv("RECEIVER", srv.URL)
 }
 
 // nogroup NAME: no cgroup of that name is left on any hierarchy.

@@ -20,6 +20,7 @@ import (
 // settings are the validated flags of one run.
 type settings struct {
 	supervise supervise.Config
+	notify    notifySettings
 	quiet     bool
 	logFormat string
 }
@@ -31,7 +32,7 @@ func env(name string) []string {
 
 // flags are the command-line contract; README documents each.
 func flags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "config", Usage: "read flags from a TOML `FILE` (same names as the long flags)", EnvVars: env("config")},
 		&cli.StringFlag{Name: "max", Usage: "memory ceiling `SIZE`: bytes, K M G T (KiB..TiB, base 1024) or N% of RAM", EnvVars: env("max")},
 		&cli.StringFlag{Name: "swap-max", Usage: "swap the group may use beyond --max (`SIZE`); default 0, so the ceiling is the ceiling", EnvVars: env("swap-max")},
@@ -57,7 +58,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors and the line that names an OOM kill or a crash loop", EnvVars: env("quiet")},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `FORMAT`: text or json", EnvVars: env("log-format")},
-	}
+	}, notifyFlags()...)
 }
 
 // applyConfig fills every flag that neither the command line nor the
@@ -92,8 +93,15 @@ func applyConfig(c *cli.Context, path string) error {
 		if c.IsSet(k) {
 			continue
 		}
-		if err := c.Set(k, fmt.Sprint(file[k])); err != nil {
-			return usageError(fmt.Sprintf("--config %s: %s = %v: %v", path, k, file[k], err), "see guardrun --help for what "+k+" takes")
+		// A list (notify = ["...", "..."]) sets a repeatable flag once per item.
+		values := []any{file[k]}
+		if list, ok := file[k].([]any); ok {
+			values = list
+		}
+		for _, v := range values {
+			if err := c.Set(k, fmt.Sprint(v)); err != nil {
+				return usageError(fmt.Sprintf("--config %s: %s = %v: %v", path, k, v, err), "see guardrun --help for what "+k+" takes")
+			}
 		}
 	}
 	return nil
@@ -188,6 +196,9 @@ func loadSettings(c *cli.Context) (*settings, error) {
 		return nil, usageError("--preflight-wait must not be negative", "use a duration like 30s or 2m")
 	}
 	if err := loadSupervision(c, cfg, size); err != nil {
+		return nil, err
+	}
+	if s.notify, err = loadNotify(c); err != nil {
 		return nil, err
 	}
 	cfg.Env = os.Environ()

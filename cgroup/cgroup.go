@@ -49,6 +49,10 @@ type Group interface {
 	// Watch arms the kernel to report the usage threshold and a pressure
 	// trigger; Close the Watcher when done.
 	Watch(WatchSpec) (*Watcher, error)
+	// Procs lists the processes in the group.
+	Procs() ([]int, error)
+	// MemoryStat is memory.stat: the kernel's breakdown of the usage.
+	MemoryStat() (map[string]uint64, error)
 	// Kill sends SIGKILL to every process in the group.
 	Kill() error
 	// Remove kills what is left and removes the group. Safe to call twice.

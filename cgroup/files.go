@@ -200,3 +200,20 @@ func claim(dir string, procs []string, extra ...string) (lock *os.File, stale bo
 	}
 	return nil, false, fmt.Errorf("%w: %s was re-created by another guardrun", ErrBusy, dir)
 }
+
+// readStat reads a flat-keyed file such as memory.stat into a map.
+func readStat(path string) (map[string]uint64, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+				m[k] = n
+			}
+		}
+	}
+	return m, nil
+}

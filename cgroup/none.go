@@ -199,3 +199,16 @@ func (g *noneGroup) Remove() error {
 	g.sample()
 	return g.Kill()
 }
+
+func (g *noneGroup) Procs() ([]int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	pids := make([]int, 0, len(g.tree))
+	for pid := range g.tree {
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+// MemoryStat has no breakdown to give without a cgroup.
+func (g *noneGroup) MemoryStat() (map[string]uint64, error) { return nil, nil }

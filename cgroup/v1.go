@@ -275,3 +275,9 @@ func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
 }
+
+func (g *v1Group) Procs() ([]int, error) { return readPids(filepath.Join(g.mem, cgroupProcs)) }
+
+func (g *v1Group) MemoryStat() (map[string]uint64, error) {
+	return readStat(filepath.Join(g.mem, "memory.stat"))
+}

@@ -253,3 +253,9 @@ func (g *v2Group) Remove() error {
 	g.removed = err == nil
 	return err
 }
+
+func (g *v2Group) Procs() ([]int, error) { return readPids(filepath.Join(g.dir, cgroupProcs)) }
+
+func (g *v2Group) MemoryStat() (map[string]uint64, error) {
+	return readStat(filepath.Join(g.dir, "memory.stat"))
+}

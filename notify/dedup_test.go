@@ -16,7 +16,9 @@ func oom(run string, restarts int) supervise.Event {
 	return supervise.Event{Kind: supervise.OOMKill, Run: run, Limit: 512 << 20, Peak: 512 << 20, Restarts: restarts, Reason: "the kernel OOM killer"}
 }
 
-func oomStarted(run string) supervise.Event { return supervise.Event{Kind: supervise.Started, Run: run} }
+func oomStarted(run string) supervise.Event {
+	return supervise.Event{Kind: supervise.Started, Run: run}
+}
 
 func newDedup() *Dedup { return &Dedup{Window: 10 * time.Minute, Host: "vps1"} }
 

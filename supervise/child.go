@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -40,7 +41,7 @@ func (s *supervisor) runChild() (*Result, error) {
 	}
 
 	cmd, tty := command(cfg)
-	started := time.Now()
+	started, since := time.Now(), monotonicUsec()
 	if err := g.Start(cmd); err != nil {
 		return nil, &StartError{Command: cfg.Command[0], Err: err}
 	}
@@ -52,6 +53,13 @@ func (s *supervisor) runChild() (*Result, error) {
 	if w != nil {
 		c.notices = w.C
 	}
+	if cfg.Sample > 0 {
+		c.sampler = &sampler{every: cfg.Sample}
+		c.sample()
+		t := time.NewTicker(cfg.Sample)
+		defer t.Stop()
+		c.samples = t.C
+	}
 	c.supervise()
 	r.Duration = time.Since(started)
 	if tty >= 0 {
@@ -62,14 +70,21 @@ func (s *supervisor) runChild() (*Result, error) {
 		log.Warn("read cgroup counters", "run", cfg.Name, "err", err)
 	}
 	r.classify()
+	var diag *Diagnosis
+	if c.sampler != nil && (r.Stats.OOMKills > 0 || r.ExitCode != 0) {
+		diag = c.diagnosis()
+		if r.Stats.OOMKills > 0 {
+			diag.OOMReport = oomReport(cfg.Name, since)
+		}
+	}
 	// The child is gone; what it left behind in its group goes with it.
 	if err := g.Remove(); err != nil {
 		log.Warn("remove cgroup", "run", cfg.Name, "path", g.Path(), "err", err)
 	}
 	if r.Stats.OOMKills > 0 {
-		s.em.emit(Event{Kind: OOMKill, Pid: r.Pid, Usage: r.Stats.Peak, Limit: r.Stats.Limit, Peak: r.Stats.Peak, Restarts: s.restarts, Reason: r.oomWho()})
+		s.em.emit(Event{Kind: OOMKill, Pid: r.Pid, Usage: r.Stats.Peak, Limit: r.Stats.Limit, Peak: r.Stats.Peak, Restarts: s.restarts, Reason: r.oomWho(), Diagnosis: diag})
 	}
-	e := Event{Kind: Exited, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Limit: r.Stats.Limit, Uptime: r.Duration, Restarts: s.restarts, Reason: r.Reason}
+	e := Event{Kind: Exited, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Limit: r.Stats.Limit, Uptime: r.Duration, Restarts: s.restarts, Reason: r.Reason, Diagnosis: diag}
 	if r.Status.Signaled() {
 		e.Signal = signalName(r.Status.Signal())
 	}
@@ -129,6 +144,34 @@ type child struct {
 	grace    <-chan time.Time // --restart-at-grace, once over the threshold
 	lastOver time.Time        // the latest threshold notice
 	lastPSI  time.Time        // the latest pressure notice
+
+	sampler *sampler         // nil: nothing asked for a diagnosis
+	samples <-chan time.Time // its ticker
+}
+
+// sample records the group's usage and largest processes.
+func (c *child) sample() {
+	st, err := c.g.Stats()
+	if err != nil {
+		return
+	}
+	pids, _ := c.g.Procs()
+	if len(pids) == 0 {
+		// The child died and is not reaped yet: a sample now would
+		// show the aftermath, not what led to it.
+		return
+	}
+	stat, _ := c.g.MemoryStat()
+	c.sampler.sample(time.Now(), st.Current, pids, stat)
+}
+
+// diagnosis is what the last sample saw; nil without sampling. Callers
+// with a live child sample first.
+func (c *child) diagnosis() *Diagnosis {
+	if c.sampler == nil {
+		return nil
+	}
+	return &Diagnosis{MemoryStat: c.sampler.stat, Top: slices.Clone(c.sampler.top), Growth: slices.Clone(c.sampler.growth)}
 }
 
 // pressureQuiet ends a pressure episode: a PSI trigger fires at most once
@@ -176,6 +219,8 @@ func (c *child) supervise() {
 		case <-c.grace:
 			c.grace = nil
 			c.graceOver()
+		case <-c.samples:
+			c.sample()
 		}
 	}
 }
@@ -227,7 +272,10 @@ func (c *child) notice(n cgroup.Notice) {
 		if c.grace != nil || c.r.Reason != "" || c.r.Stopped {
 			return
 		}
-		c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: c.cfg.RestartAtGrace})
+		if c.sampler != nil {
+			c.sample()
+		}
+		c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: c.cfg.RestartAtGrace, Diagnosis: c.diagnosis()})
 		c.grace = time.After(c.cfg.RestartAtGrace)
 	case cgroup.Pressure:
 		now := time.Now()
@@ -236,7 +284,10 @@ func (c *child) notice(n cgroup.Notice) {
 		if ongoing || c.r.Reason != "" || c.r.Stopped {
 			return
 		}
-		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Restarts: c.restarts, Reason: c.cfg.Pressure})
+		if c.sampler != nil {
+			c.sample()
+		}
+		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Restarts: c.restarts, Reason: c.cfg.Pressure, Diagnosis: c.diagnosis()})
 		if c.cfg.RestartOnPressure {
 			c.stop(stopSignal(c.cfg), "pressure")
 		}

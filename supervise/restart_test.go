@@ -232,3 +232,31 @@ func TestPressureRestartsTheChildV2(t *testing.T) {
 		t.Fatalf("first child ended %+v; want a clean exit for pressure", ex)
 	}
 }
+
+func TestOOMKillCarriesTheDiagnosis(t *testing.T) {
+	cfg := config(t, 64<<20, "leak", "1")
+	cfg.Sample = 50 * time.Millisecond
+	_, rec := watched(t, cfg, nil)
+	var oom *Event
+	for i := range rec.events {
+		if rec.events[i].Kind == OOMKill {
+			oom = &rec.events[i]
+		}
+	}
+	if oom == nil || oom.Diagnosis == nil {
+		t.Fatalf("no oom_kill with a diagnosis in %s", rec.kinds())
+	}
+	d := oom.Diagnosis
+	if len(d.MemoryStat) == 0 || (d.MemoryStat["anon"] == 0 && d.MemoryStat["total_rss"] == 0 && d.MemoryStat["rss"] == 0) {
+		t.Errorf("memory.stat: %v", d.MemoryStat)
+	}
+	if len(d.Top) == 0 || d.Top[0].RSS < 8<<20 || d.Top[0].Command == "" {
+		t.Errorf("largest processes: %+v", d.Top)
+	}
+	if len(d.Growth) < 2 || d.Growth[len(d.Growth)-1].Usage <= d.Growth[0].Usage {
+		t.Errorf("growth does not show the leak: %+v", d.Growth)
+	}
+	if want := fmt.Sprintf("Killed process %d (", oom.Pid); !strings.Contains(d.OOMReport, want) {
+		t.Errorf("kernel report %q lacks %q", d.OOMReport, want)
+	}
+}

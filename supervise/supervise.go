@@ -54,6 +54,9 @@ type Config struct {
 	RestartOnPressure bool
 	// HeapHint tells Node.js, Go and JVM children about the ceiling.
 	HeapHint bool
+	// Sample is how often the group is sampled for the diagnosis that
+	// incidents carry (usage and the largest processes); 0 samples nothing.
+	Sample time.Duration
 
 	// Init makes guardrun a child subreaper that reaps every orphan, as an
 	// init must (PID 1 in a container). Off in tests that share a process.

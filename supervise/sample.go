@@ -1,0 +1,138 @@
+package supervise
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	growthKeep = 10 * time.Minute // how far back a diagnosis' growth goes
+	topN       = 5                // largest processes in a diagnosis
+)
+
+// sampler keeps what a diagnosis needs from before an incident: the
+// group's usage over the last minutes, and its memory.stat and largest
+// processes at the last sample (after an OOM kill the memory is gone, and
+// so are the processes). It reads a few small files per sample and wakes
+// only when Config.Sample asks it to.
+type sampler struct {
+	every  time.Duration
+	growth []Sample
+	top    []Proc
+	stat   map[string]uint64 // memory.stat at the last sample
+}
+
+func (s *sampler) sample(now time.Time, usage uint64, pids []int, stat map[string]uint64) {
+	s.stat = stat
+	keep := int(growthKeep / s.every)
+	if len(s.growth) >= keep && keep > 0 {
+		s.growth = slices.Delete(s.growth, 0, len(s.growth)-keep+1)
+	}
+	s.growth = append(s.growth, Sample{Time: now, Usage: usage})
+	s.top = topProcs(pids)
+}
+
+// topProcs reads the resident size of each process and keeps the largest.
+func topProcs(pids []int) []Proc {
+	var ps []Proc
+	for _, pid := range pids {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ... rss is field 24, in pages (proc(5)).
+		open, shut := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+		if open < 0 || shut < open {
+			continue
+		}
+		f := bytes.Fields(b[shut+1:])
+		if len(f) < 22 {
+			continue
+		}
+		rss, _ := strconv.ParseUint(string(f[21]), 10, 64)
+		ps = append(ps, Proc{Pid: pid, Command: string(b[open+1 : shut]), RSS: rss * uint64(os.Getpagesize())})
+	}
+	slices.SortFunc(ps, func(a, b Proc) int {
+		switch {
+		case a.RSS > b.RSS:
+			return -1
+		case a.RSS < b.RSS:
+			return 1
+		}
+		return a.Pid - b.Pid
+	})
+	return ps[:min(len(ps), topN)]
+}
+
+// monotonicUsec is the clock /dev/kmsg stamps its records with.
+func monotonicUsec() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3
+}
+
+// oomReport finds the kernel's report of an OOM kill in the group named
+// name, logged after since (kmsg's clock): the "oom-kill:" record names
+// the group (task_memcg) and the victim's pid, and the "Killed process
+// PID" record that follows has its figures. Without /dev/kmsg (not root,
+// or a container without it) there is no report.
+func oomReport(name string, since uint64) string {
+	// A raw fd: os.File would park a non-blocking read at the end of the
+	// buffer in the netpoller, waiting for the next kernel message.
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return ""
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 8192)
+	victim, report := "", ""
+	for {
+		n, err := unix.Read(fd, buf)
+		if errors.Is(err, unix.EPIPE) {
+			continue // overwritten while we read: skip ahead
+		}
+		if err != nil || n <= 0 {
+			break // EAGAIN: read to the end
+		}
+		// "pri,seq,usec,flags;message\n" (Documentation/ABI/testing/dev-kmsg)
+		head, msg, ok := strings.Cut(string(buf[:n]), ";")
+		if !ok {
+			continue
+		}
+		if fields := strings.Split(head, ","); len(fields) < 3 {
+			continue
+		} else if usec, _ := strconv.ParseUint(fields[2], 10, 64); usec < since {
+			continue
+		}
+		msg = strings.TrimSpace(strings.SplitN(msg, "\n", 2)[0])
+		if rest, ok := strings.CutPrefix(msg, "oom-kill:"); ok && memcgIs(rest, name) {
+			victim, report = field(rest, "pid"), ""
+		}
+		if victim != "" && strings.Contains(msg, "Killed process "+victim+" (") {
+			report = msg
+		}
+	}
+	return report
+}
+
+// memcgIs reports whether an oom-kill record's task_memcg is the group.
+func memcgIs(rec, name string) bool {
+	return strings.HasSuffix(field(rec, "task_memcg"), "/"+name)
+}
+
+// field reads key=value out of a comma-separated kernel record.
+func field(rec, key string) string {
+	for _, kv := range strings.Split(rec, ",") {
+		if v, ok := strings.CutPrefix(kv, key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}
