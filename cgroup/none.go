@@ -2,9 +2,11 @@ package cgroup
 
 import (
 	"bytes"
+	"cmp"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -127,6 +129,7 @@ func (g *noneGroup) sample() {
 }
 
 type procInfo struct {
+	comm       string
 	ppid       int
 	start, rss uint64
 }
@@ -153,18 +156,43 @@ func readProc(pid int) (procInfo, bool) {
 	if err != nil {
 		return procInfo{}, false
 	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
+	open, shut := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
+	if open < 0 || shut < open {
 		return procInfo{}, false
 	}
-	f := bytes.Fields(b[i+1:]) // f[0] is field 3
+	f := bytes.Fields(b[shut+1:]) // f[0] is field 3
 	if len(f) < 22 {
 		return procInfo{}, false
 	}
 	ppid, _ := strconv.Atoi(string(f[1]))
 	start, _ := strconv.ParseUint(string(f[19]), 10, 64)
 	rss, _ := strconv.ParseUint(string(f[21]), 10, 64)
-	return procInfo{ppid: ppid, start: start, rss: rss * uint64(os.Getpagesize())}, true
+	return procInfo{comm: string(b[open+1 : shut]), ppid: ppid, start: start, rss: rss * uint64(os.Getpagesize())}, true
+}
+
+// Proc is one process and its resident size.
+type Proc struct {
+	Pid     int    `json:"pid"`
+	Command string `json:"command"` // the kernel's comm
+	RSS     uint64 `json:"rss"`
+}
+
+// Largest returns the n processes of pids with the most resident memory,
+// largest first; processes that are gone are left out.
+func Largest(pids []int, n int) []Proc {
+	var ps []Proc
+	for _, pid := range pids {
+		if p, ok := readProc(pid); ok {
+			ps = append(ps, Proc{Pid: pid, Command: p.comm, RSS: p.rss})
+		}
+	}
+	slices.SortFunc(ps, func(a, b Proc) int {
+		if c := cmp.Compare(b.RSS, a.RSS); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Pid, b.Pid)
+	})
+	return ps[:min(len(ps), n)]
 }
 
 func (g *noneGroup) Stats() (Stats, error) {

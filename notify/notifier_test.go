@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
 )
 
@@ -85,7 +86,7 @@ func TestBurstIsOneNotificationAndOneSummaryThenResolved(t *testing.T) {
 	const k = 7
 	for i := range k {
 		e := oom("app", i)
-		e.Diagnosis = &supervise.Diagnosis{MemoryStat: map[string]uint64{"anon": 500 << 20}, Top: []supervise.Proc{{Pid: 42, Command: "node", RSS: 490 << 20}}}
+		e.Diagnosis = &supervise.Diagnosis{MemoryStat: map[string]uint64{"anon": 500 << 20}, Top: []cgroup.Proc{{Pid: 42, Command: "node", RSS: 490 << 20}}}
 		n.Observe(e)
 	}
 	n.Observe(supervise.Event{Kind: supervise.Started, Run: "app"})
@@ -154,7 +155,7 @@ func TestSlackFormat(t *testing.T) {
 	rec := newReceiver(t, 200)
 	n := New(fast(sink(t, rec.URL+"/services/T000/B000/XXXX", "slack")))
 	e := oom("app", 3)
-	e.Diagnosis = &supervise.Diagnosis{Top: []supervise.Proc{{Pid: 42, Command: "node", RSS: 490 << 20}}, OOMReport: "Memory cgroup out of memory: Killed process 42 (node)"}
+	e.Diagnosis = &supervise.Diagnosis{Top: []cgroup.Proc{{Pid: 42, Command: "node", RSS: 490 << 20}}, OOMReport: "Memory cgroup out of memory: Killed process 42 (node)"}
 	n.Observe(e)
 	rec.wait(t, 1)
 	n.Close(time.Second)

@@ -1,6 +1,10 @@
 package supervise
 
-import "time"
+import (
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+)
 
 // Diagnosis is what a person would otherwise dig out by hand with dmesg,
 // top and the cgroup files after an incident. Events that are incidents
@@ -12,18 +16,11 @@ type Diagnosis struct {
 	MemoryStat map[string]uint64 `json:"memory_stat,omitempty"`
 	// Top are the largest processes in the group at the last sample
 	// before the event.
-	Top []Proc `json:"top,omitempty"`
+	Top []cgroup.Proc `json:"top,omitempty"`
 	// Growth is the group's usage over the minutes before the event.
 	Growth []Sample `json:"growth,omitempty"`
 	// OOMReport is the kernel's line about the kill, from /dev/kmsg.
 	OOMReport string `json:"oom_report,omitempty"`
-}
-
-// Proc is one process of the group.
-type Proc struct {
-	Pid     int    `json:"pid"`
-	Command string `json:"command"`
-	RSS     uint64 `json:"rss"`
 }
 
 // Sample is the group's usage at one time.

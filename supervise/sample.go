@@ -1,14 +1,13 @@
 package supervise
 
 import (
-	"bytes"
 	"errors"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/guardrun/guardrun/cgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -25,7 +24,7 @@ const (
 type sampler struct {
 	every  time.Duration
 	growth []Sample
-	top    []Proc
+	top    []cgroup.Proc
 	stat   map[string]uint64 // memory.stat at the last sample
 }
 
@@ -36,39 +35,7 @@ func (s *sampler) sample(now time.Time, usage uint64, pids []int, stat map[strin
 		s.growth = slices.Delete(s.growth, 0, len(s.growth)-keep+1)
 	}
 	s.growth = append(s.growth, Sample{Time: now, Usage: usage})
-	s.top = topProcs(pids)
-}
-
-// topProcs reads the resident size of each process and keeps the largest.
-func topProcs(pids []int) []Proc {
-	var ps []Proc
-	for _, pid := range pids {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ... rss is field 24, in pages (proc(5)).
-		open, shut := bytes.IndexByte(b, '('), bytes.LastIndexByte(b, ')')
-		if open < 0 || shut < open {
-			continue
-		}
-		f := bytes.Fields(b[shut+1:])
-		if len(f) < 22 {
-			continue
-		}
-		rss, _ := strconv.ParseUint(string(f[21]), 10, 64)
-		ps = append(ps, Proc{Pid: pid, Command: string(b[open+1 : shut]), RSS: rss * uint64(os.Getpagesize())})
-	}
-	slices.SortFunc(ps, func(a, b Proc) int {
-		switch {
-		case a.RSS > b.RSS:
-			return -1
-		case a.RSS < b.RSS:
-			return 1
-		}
-		return a.Pid - b.Pid
-	})
-	return ps[:min(len(ps), topN)]
+	s.top = cgroup.Largest(pids, topN)
 }
 
 // monotonicUsec is the clock /dev/kmsg stamps its records with.
