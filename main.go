@@ -8,6 +8,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +17,9 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/guardrun/guardrun/cgroup"
@@ -121,22 +124,32 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	log := newLogger(stderr, s.logFormat, s.quiet)
+	journal := journalStream()
+	log := newLogger(stderr, s.logFormat, s.quiet, journal)
 	cfg := s.supervise
 	cfg.Log = log
 	cfg.Init = true
 	flush := startNotifier(s.notify, &cfg)
+	sdDone, err := startSystemd(&cfg, s.notifyReady)
+	if err != nil {
+		return 0, &userError{msg: err.Error(), code: supervise.ExitInternal}
+	}
 	r, err := supervise.Run(ctx, cfg)
+	sdDone()
 	flush()
 	if errors.Is(err, supervise.ErrStopped) {
-		fmt.Fprintf(stderr, "guardrun: %s: stopped while waiting for memory; nothing was started\n", cfg.Name)
+		fmt.Fprintf(stderr, "%sguardrun: %s: stopped while waiting for memory; nothing was started\n", prio(journal, 4), cfg.Name)
 		return 128 + int(syscall.SIGTERM), nil
 	}
 	if err != nil {
 		return 0, runError(err, cfg)
 	}
-	if !s.quiet || r.OOMKilled() || r.GaveUp != "" {
-		fmt.Fprintf(stderr, "guardrun: %s\n", r.Summary())
+	if bad := r.OOMKilled() || r.GaveUp != ""; !s.quiet || bad {
+		level := 6 // info
+		if bad {
+			level = 3 // err
+		}
+		fmt.Fprintf(stderr, "%sguardrun: %s\n", prio(journal, level), r.Summary())
 	}
 	return r.ExitCode, nil
 }
@@ -169,15 +182,78 @@ func startHints(se *supervise.StartError) []string {
 	return nil
 }
 
-func newLogger(w io.Writer, format string, quiet bool) *slog.Logger {
+func newLogger(w io.Writer, format string, quiet, journal bool) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
 	if quiet {
 		opts.Level = slog.LevelError
+	}
+	if journal {
+		// The journal stamps each line itself.
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+		return slog.New(&journalHandler{w: w, format: format, opts: opts})
 	}
 	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// journalHandler writes each record as one line with the syslog priority
+// prefix sd-daemon(3) defines ("<3>" for an error), which journald turns
+// into the entry's PRIORITY=.
+type journalHandler struct {
+	w      io.Writer
+	format string
+	opts   *slog.HandlerOptions
+	attrs  []slog.Attr
+	mu     sync.Mutex
+}
+
+func (h *journalHandler) Enabled(_ context.Context, l slog.Level) bool {
+	return l >= h.opts.Level.Level()
+}
+
+func (h *journalHandler) Handle(ctx context.Context, r slog.Record) error {
+	var buf bytes.Buffer
+	var inner slog.Handler = slog.NewTextHandler(&buf, h.opts)
+	if h.format == "json" {
+		inner = slog.NewJSONHandler(&buf, h.opts)
+	}
+	if err := inner.WithAttrs(h.attrs).Handle(ctx, r); err != nil {
+		return err
+	}
+	level := 6
+	switch {
+	case r.Level >= slog.LevelError:
+		level = 3
+	case r.Level >= slog.LevelWarn:
+		level = 4
+	case r.Level < slog.LevelInfo:
+		level = 7
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, err := fmt.Fprintf(h.w, "%s%s", prio(true, level), buf.Bytes())
+	return err
+}
+
+func (h *journalHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return &journalHandler{w: h.w, format: h.format, opts: h.opts, attrs: append(slices.Clone(h.attrs), as...)}
+}
+
+func (h *journalHandler) WithGroup(string) slog.Handler { return h }
+
+// prio is the syslog priority prefix of a line for the journal, or "".
+func prio(journal bool, level int) string {
+	if !journal {
+		return ""
+	}
+	return fmt.Sprintf("<%d>", level)
 }
 
 func buildVersion() string {
@@ -209,9 +285,10 @@ func report(w io.Writer, err error) int {
 	if !errors.As(err, &ue) {
 		ue = &userError{msg: err.Error(), code: supervise.ExitInternal}
 	}
-	fmt.Fprintf(w, "guardrun: error: %s\n", ue.msg)
+	journal := journalStream()
+	fmt.Fprintf(w, "%sguardrun: error: %s\n", prio(journal, 3), ue.msg)
 	for _, h := range ue.hints {
-		fmt.Fprintf(w, "guardrun: hint: %s\n", h)
+		fmt.Fprintf(w, "%sguardrun: hint: %s\n", prio(journal, 5), h)
 	}
 	return ue.code
 }

@@ -19,10 +19,11 @@ import (
 
 // settings are the validated flags of one run.
 type settings struct {
-	supervise supervise.Config
-	notify    notifySettings
-	quiet     bool
-	logFormat string
+	supervise   supervise.Config
+	notify      notifySettings
+	notifyReady string
+	quiet       bool
+	logFormat   string
 }
 
 // env names the GUARDRUN_* variable of a long flag.
@@ -55,6 +56,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "pressure", Usage: "PSI trigger `some|full:PCT/WINDOW` on the group's memory.pressure (v2), e.g. some:10%/1s", EnvVars: env("pressure")},
 		&cli.BoolFlag{Name: "restart-on-pressure", Usage: "restart the child when the --pressure trigger fires", EnvVars: env("restart-on-pressure")},
 		&cli.StringFlag{Name: "heap-hint", Value: "auto", Usage: "`auto` or off: tell a Node.js, Go or JVM child its share of --max", EnvVars: env("heap-hint")},
+		&cli.StringFlag{Name: "notify-ready", Value: "started", Usage: "under systemd Type=notify, send READY=1 when the child has `started`, or relay the child's own (child)", EnvVars: env("notify-ready")},
 		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors and the line that names an OOM kill or a crash loop", EnvVars: env("quiet")},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `FORMAT`: text or json", EnvVars: env("log-format")},
@@ -200,6 +202,9 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	}
 	if s.notify, err = loadNotify(c); err != nil {
 		return nil, err
+	}
+	if s.notifyReady = c.String("notify-ready"); s.notifyReady != "started" && s.notifyReady != "child" {
+		return nil, usageError("--notify-ready "+s.notifyReady+": unknown mode", "use started (READY=1 once the child runs) or child (the child sends its own READY=1)")
 	}
 	cfg.Env = os.Environ()
 	return s, nil

@@ -239,6 +239,7 @@ func (c *child) stop(sig syscall.Signal, reason string) {
 		return
 	case reason == "":
 		c.r.Stopped = true
+		c.em.emit(Event{Kind: Stopping, Pid: c.p.Pid, Restarts: c.restarts})
 	default:
 		c.r.Reason = reason
 	}

@@ -21,6 +21,9 @@ const (
 	Restarting       Kind = "restarting"
 	GaveUp           Kind = "gave_up"
 	Stopped          Kind = "stopped"
+	// Stopping: guardrun was told to stop (the first TERM or INT) and
+	// stops the child; Stopped follows when it is gone.
+	Stopping Kind = "stopping"
 )
 
 // Event is one lifecycle step of a run, with the figures it carries. Fields
@@ -83,7 +86,7 @@ func (e Event) attrs() []any {
 // which already says what an oom_kill or gave_up event says.
 func (e Event) level() slog.Level {
 	switch e.Kind {
-	case Started, Exited, Stopped:
+	case Started, Exited, Stopped, Stopping:
 		return slog.LevelInfo
 	}
 	return slog.LevelWarn

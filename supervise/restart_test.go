@@ -143,7 +143,7 @@ func TestStopDuringBackoffStartsNothing(t *testing.T) {
 	cfg.Restart = RestartAlways
 	cfg.Backoff = Backoff{Min: time.Hour, Max: time.Hour, Factor: 2}
 	r, rec := watched(t, cfg, func(e Event) bool { return e.Kind == Restarting })
-	if got, want := rec.kinds(), "started exited restarting stopped"; got != want {
+	if got, want := rec.kinds(), "started exited restarting stopping stopped"; got != want {
 		t.Fatalf("events: %s, want %s", got, want)
 	}
 	if !r.Stopped || r.ExitCode != 1 {

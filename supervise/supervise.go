@@ -221,10 +221,12 @@ func (s *supervisor) wait(d time.Duration) error {
 		case <-t.C:
 			return nil
 		case <-s.ctx.Done():
+			s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
 			return ErrStopped
 		case sig := <-s.sigs:
 			switch sig {
 			case unix.SIGTERM, unix.SIGINT:
+				s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
 				return ErrStopped
 			case unix.SIGCHLD:
 				if s.cfg.Init {

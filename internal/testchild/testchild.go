@@ -6,6 +6,7 @@ package testchild
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -188,6 +189,18 @@ func Main(mode string, args []string) int {
 		}
 	case "touch": // touch FILE: prove the child ran
 		writeAtomic(arg(0), "ran")
+		return 0
+	case "sd-ready": // sd-ready DELAY: say READY=1 and a STATUS to $NOTIFY_SOCKET after DELAY, then sleep
+		d, _ := time.ParseDuration(arg(0))
+		time.Sleep(d)
+		c, err := net.Dial("unixgram", os.Getenv("NOTIFY_SOCKET"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		c.Write([]byte("STATUS=warming up\nREADY=1"))
+		c.Close()
+		time.Sleep(time.Hour)
 		return 0
 	case "cgroup":
 		b, _ := os.ReadFile("/proc/self/cgroup")
