@@ -147,6 +147,7 @@ type child struct {
 
 	sampler *sampler         // nil: nothing asked for a diagnosis
 	samples <-chan time.Time // its ticker
+	oomSeen uint64           // the group's oom_kill count at the last sample
 }
 
 // sample records the group's usage and largest processes.
@@ -156,9 +157,12 @@ func (c *child) sample() {
 		return
 	}
 	pids, _ := c.g.Procs()
-	if len(pids) == 0 {
-		// The child died and is not reaped yet: a sample now would
-		// show the aftermath, not what led to it.
+	killed := st.OOMKills > c.oomSeen
+	c.oomSeen = st.OOMKills
+	if len(pids) == 0 || killed {
+		// The OOM killer just struck, or the child is dead and not
+		// reaped yet: a sample now would show the aftermath, not what
+		// led to it, so the one before stays the last.
 		return
 	}
 	stat, _ := c.g.MemoryStat()
