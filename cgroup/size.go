@@ -55,6 +55,18 @@ func ParseSize(s string, total uint64) (uint64, error) {
 	if !ok {
 		return 0, sizeErr(s, "unknown unit %q", in[i:])
 	}
+	if num != "" && strings.Trim(num, "0123456789") == "" {
+		// Whole numbers stay exact: a float64 would round a large byte
+		// count (found by FuzzParseSize).
+		n, err := strconv.ParseUint(num, 10, 64)
+		switch {
+		case err != nil || n > math.MaxInt64/mult:
+			return 0, sizeErr(s, "too large")
+		case n == 0:
+			return 0, sizeErr(s, "must be at least 1 byte")
+		}
+		return n * mult, nil
+	}
 	v, err := strconv.ParseFloat(num, 64)
 	if err != nil || num == "" {
 		return 0, sizeErr(s, "not a number")

@@ -110,8 +110,13 @@ func (d *Dedup) Tick(now time.Time) []Notification {
 			if d.running[k.run] {
 				out = append(out, d.notification(inc.last, Resolved, 0, inc.firstEver, end))
 				delete(d.open, k)
+				break
 			}
-			break // down and quiet: the incident stays open
+			// Quiet but down: the incident stays open and its windows go
+			// on, so a repeat after a long gap (a late Tick, a suspended
+			// host) folds into the window of its own time, not a stale
+			// one that would close at once (found by FuzzDedupInvariants).
+			inc.opened = end
 		}
 	}
 	return out

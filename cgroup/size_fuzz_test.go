@@ -1,0 +1,38 @@
+package cgroup
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// FuzzParseSize: any input either parses to a size of at least 1 byte that
+// FormatSize can print, or fails with a SizeError naming the input; plain
+// digits parse to themselves.
+func FuzzParseSize(f *testing.F) {
+	for _, s := range []string{"512M", "1.5G", "50%", "0", "5X", "", "1e3", "9999999T", "12 MiB", "%", "-1", ".5K", "100%"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		v, err := ParseSize(in, 16<<30)
+		if err != nil {
+			var se *SizeError
+			if !errors.As(err, &se) || se.Input != in || se.Reason == "" {
+				t.Fatalf("ParseSize(%q): %v is not a SizeError naming the input", in, err)
+			}
+			return
+		}
+		if v < 1 {
+			t.Fatalf("ParseSize(%q) = %d", in, v)
+		}
+		if FormatSize(v) == "" {
+			t.Fatalf("FormatSize(%d) is empty", v)
+		}
+		if d := strings.TrimSpace(in); d != "" && strings.Trim(d, "0123456789") == "" {
+			if n, err := strconv.ParseUint(d, 10, 64); err == nil && n != v {
+				t.Fatalf("ParseSize(%q) = %d, want %d", in, v, n)
+			}
+		}
+	})
+}
