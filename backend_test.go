@@ -202,3 +202,41 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// TestUserDropsPrivileges: --user runs the child as that user, with its
+// groups and no capabilities, while guardrun (root) still makes the group.
+func TestUserDropsPrivileges(t *testing.T) {
+	h := cgroup.Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	dir, err := os.MkdirTemp("", "guardrun-user-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755)
+	exe := filepath.Join(dir, "guardrun")
+	self, _ := os.Executable()
+	copyFile(t, self, exe)
+	c := guardrunCmd(exe, []string{"--max", "64M", "--user", "65534:65534", "--name", "user"}, "id")
+	out, err := c.CombinedOutput()
+	if err != nil {
+		t.Fatalf("guardrun: %v\n%s", err, out)
+	}
+	for _, want := range []string{"Uid: 65534 65534 65534 65534\n", "Gid: 65534 65534 65534 65534\n", "CapEff: 0000000000000000\n", "msg=started run=user", "cgroup=" + h.Version() + ":"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(string(out), "Groups: 0") {
+		t.Errorf("the child kept root's supplementary groups:\n%s", out)
+	}
+
+	c = guardrunCmd(exe, []string{"--user", "no-such-user-here"}, "touch", filepath.Join(dir, "ran"))
+	out, _ = c.CombinedOutput()
+	if c.ProcessState.ExitCode() != 125 || !strings.HasPrefix(string(out), "guardrun: error: --user no-such-user-here: no such user\n") {
+		t.Fatalf("unknown user: exit %d\n%s", c.ProcessState.ExitCode(), out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ran")); err == nil {
+		t.Fatal("the child ran")
+	}
+}

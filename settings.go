@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -57,6 +59,7 @@ func flags() []cli.Flag {
 		&cli.BoolFlag{Name: "restart-on-pressure", Usage: "restart the child when the --pressure trigger fires", EnvVars: env("restart-on-pressure")},
 		&cli.StringFlag{Name: "heap-hint", Value: "auto", Usage: "`auto` or off: tell a Node.js, Go or JVM child its share of --max", EnvVars: env("heap-hint")},
 		&cli.StringFlag{Name: "notify-ready", Value: "started", Usage: "under systemd Type=notify, send READY=1 when the child has `started`, or relay the child's own (child)", EnvVars: env("notify-ready")},
+		&cli.StringFlag{Name: "user", Usage: "run the child as `USER[:GROUP]` (name or number), with no way back; guardrun keeps root to manage the group", EnvVars: env("user")},
 		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors and the line that names an OOM kill or a crash loop", EnvVars: env("quiet")},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `FORMAT`: text or json", EnvVars: env("log-format")},
@@ -206,8 +209,64 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	if s.notifyReady = c.String("notify-ready"); s.notifyReady != "started" && s.notifyReady != "child" {
 		return nil, usageError("--notify-ready "+s.notifyReady+": unknown mode", "use started (READY=1 once the child runs) or child (the child sends its own READY=1)")
 	}
+	if u := c.String("user"); u != "" {
+		if cfg.Credential, err = credential(u); err != nil {
+			return nil, usageError("--user "+u+": "+err.Error(), "name a user (and group) that exists here, e.g. --user www-data or --user 1000:1000")
+		}
+	}
 	cfg.Env = os.Environ()
 	return s, nil
+}
+
+// credential resolves USER[:GROUP]. Without a group the user's primary
+// group is taken; supplementary groups are the user's own, never root's.
+func credential(spec string) (*syscall.Credential, error) {
+	name, group, hasGroup := strings.Cut(spec, ":")
+	if os.Geteuid() != 0 {
+		return nil, fmt.Errorf("only root can run a child as another user")
+	}
+	cred := &syscall.Credential{Groups: []uint32{}}
+	u, err := user.Lookup(name)
+	if err != nil {
+		u, err = user.LookupId(name)
+	}
+	switch n, numErr := strconv.ParseUint(name, 10, 32); {
+	case err == nil:
+		uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+		gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+		cred.Uid, cred.Gid = uint32(uid), uint32(gid)
+		if ids, err := u.GroupIds(); err == nil {
+			for _, id := range ids {
+				if g, err := strconv.ParseUint(id, 10, 32); err == nil && uint32(g) != cred.Gid {
+					cred.Groups = append(cred.Groups, uint32(g))
+				}
+			}
+		}
+	case numErr == nil && hasGroup:
+		// A numeric uid without a passwd entry, as in a minimal
+		// container: taken as it is, with the group given.
+		cred.Uid = uint32(n)
+	case numErr == nil:
+		return nil, fmt.Errorf("uid %d has no passwd entry, so no group; give one: --user %d:GID", n, n)
+	default:
+		return nil, fmt.Errorf("no such user")
+	}
+	if hasGroup {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			g, err = user.LookupGroupId(group)
+		}
+		switch n, numErr := strconv.ParseUint(group, 10, 32); {
+		case err == nil:
+			gid, _ := strconv.ParseUint(g.Gid, 10, 32)
+			cred.Gid = uint32(gid)
+		case numErr == nil:
+			cred.Gid = uint32(n)
+		default:
+			return nil, fmt.Errorf("no such group %q", group)
+		}
+	}
+	return cred, nil
 }
 
 // loadSupervision reads the restart, backoff, threshold, pressure and heap

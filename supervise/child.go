@@ -104,7 +104,8 @@ func command(cfg Config) (cmd *exec.Cmd, tty int) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true,
 		// If guardrun dies, even by SIGKILL, the child must not live on.
-		Pdeathsig: unix.SIGKILL,
+		Pdeathsig:  unix.SIGKILL,
+		Credential: cfg.Credential,
 	}
 	tty = -1
 	if in, ok := cmd.Stdin.(*os.File); ok {

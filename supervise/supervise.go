@@ -66,6 +66,10 @@ type Config struct {
 	Events func(Event)
 	// Now is the clock events are stamped with; nil is time.Now.
 	Now func() time.Time
+	// Credential, when set, is the user the child runs as: setgroups,
+	// setgid and setuid in the child before exec, so it cannot get back.
+	// guardrun keeps its own privileges to manage the group.
+	Credential *syscall.Credential
 	// Stdin, Stdout, Stderr default to guardrun's own, passed untouched.
 	Stdin, Stdout, Stderr *os.File
 	Env                   []string

@@ -202,6 +202,14 @@ func Main(mode string, args []string) int {
 		c.Close()
 		time.Sleep(time.Hour)
 		return 0
+	case "id": // the credentials the child runs with
+		b, _ := os.ReadFile("/proc/self/status")
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "Uid:") || strings.HasPrefix(line, "Gid:") || strings.HasPrefix(line, "Groups:") || strings.HasPrefix(line, "CapEff:") {
+				fmt.Println(strings.Join(strings.Fields(line), " "))
+			}
+		}
+		return 0
 	case "cgroup":
 		b, _ := os.ReadFile("/proc/self/cgroup")
 		os.Stdout.Write(b)
