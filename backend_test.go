@@ -137,16 +137,7 @@ func TestContainerCgroupNamespaceV2(t *testing.T) {
 func TestNonRootFallsBackLoudly(t *testing.T) {
 	h := cgroup.Discover()
 	testchild.RequireCgroup(t, h.Version(), "")
-	// The test binary sits in a 0700 build directory; give nobody a copy.
-	dir, err := os.MkdirTemp("", "guardrun-nobody-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o777)
-	exe := filepath.Join(dir, "guardrun")
-	self, _ := os.Executable()
-	copyFile(t, self, exe)
+	dir, exe := exeForAll(t)
 	nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 
 	c := guardrunCmd(exe, []string{"--max", "64M", "--name", "nobody"}, "leak", "2")
@@ -184,6 +175,22 @@ func TestNonRootFallsBackLoudly(t *testing.T) {
 	}
 }
 
+// exeForAll copies the test binary where any user may run it (it sits in a
+// 0700 build directory) into a directory any user may write to.
+func exeForAll(t *testing.T) (dir, exe string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "guardrun-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o777)
+	exe = filepath.Join(dir, "guardrun")
+	self, _ := os.Executable()
+	copyFile(t, self, exe)
+	return dir, exe
+}
+
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	in, err := os.Open(from)
@@ -208,15 +215,7 @@ func copyFile(t *testing.T, from, to string) {
 func TestUserDropsPrivileges(t *testing.T) {
 	h := cgroup.Discover()
 	testchild.RequireCgroup(t, h.Version(), "")
-	dir, err := os.MkdirTemp("", "guardrun-user-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
-	exe := filepath.Join(dir, "guardrun")
-	self, _ := os.Executable()
-	copyFile(t, self, exe)
+	dir, exe := exeForAll(t)
 	c := guardrunCmd(exe, []string{"--max", "64M", "--user", "65534:65534", "--name", "user"}, "id")
 	out, err := c.CombinedOutput()
 	if err != nil {
