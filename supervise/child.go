@@ -62,6 +62,11 @@ func (s *supervisor) runChild() (*Result, error) {
 	}
 	c.supervise()
 	r.Duration = time.Since(started)
+	// guardrun reaps with wait4, not Process.Wait, so the pidfd os/exec
+	// holds would stay open until a garbage collection finalised it; over
+	// thousands of restarts that is a pile of fds. The child is reaped:
+	// let it go now.
+	cmd.Process.Release()
 	if tty >= 0 {
 		reclaimTTY(tty)
 	}

@@ -26,23 +26,32 @@ func TestSoakCrashRestarts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
-	var base, after footprint
-	starts := 0
+	// A warm-up run first, so the runtime's pools and the first groups'
+	// one-time costs are in the baseline; then the footprint between two
+	// quiet points, before and after the soak, when no child runs.
+	starts, stopAt := 0, 10
 	cfg.Events = func(e Event) {
-		if e.Kind != Started {
-			return
-		}
-		starts++
-		switch starts {
-		case 10: // past start-up: the runtime, the first groups, the pools
-			base = measure()
-		case n + 10:
-			after = measure()
-			cancel()
+		if e.Kind == Started {
+			if starts++; starts == stopAt {
+				cancel()
+			}
 		}
 	}
+	run(t, ctx, cfg)
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	starts, stopAt = 0, n
+	base := measure()
 	start := time.Now()
 	run(t, ctx, cfg)
+	after := measure()
+	if after.fds > base.fds {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range ents {
+			l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			t.Logf("fd %s -> %s", e.Name(), l)
+		}
+	}
 	t.Logf("%d restarts in %s (%.2f ms each); goroutines %d -> %d, fds %d -> %d, heap %d -> %d KiB, rss %d -> %d KiB",
 		n, time.Since(start).Round(time.Millisecond), float64(time.Since(start).Milliseconds())/float64(n),
 		base.goroutines, after.goroutines, base.fds, after.fds, base.heap>>10, after.heap>>10, base.rss>>10, after.rss>>10)
@@ -63,6 +72,7 @@ type footprint struct {
 
 func measure() footprint {
 	runtime.GC()
+	runtime.GC() // and what the first one's finalizers freed
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	fds, _ := os.ReadDir("/proc/self/fd")
