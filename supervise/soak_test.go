@@ -85,3 +85,36 @@ func measure() footprint {
 	}
 	return footprint{goroutines: runtime.NumGoroutine(), fds: len(fds), heap: ms.HeapAlloc, rss: rss}
 }
+
+// TestOOMKillsInARow: a child OOM-killed again and again under --restart
+// always: every kill is detected and reported, guardrun survives each, and
+// no group is left behind. CI runs 20; GUARDRUN_SOAK_OOMS=100 the full one.
+func TestOOMKillsInARow(t *testing.T) {
+	n := 20
+	if v, err := strconv.Atoi(os.Getenv("GUARDRUN_SOAK_OOMS")); err == nil && v > 0 {
+		n = v
+	}
+	cfg := config(t, 32<<20, "leak", "4")
+	cfg.Restart, cfg.MaxRestarts = RestartAlways, 0
+	cfg.Backoff = Backoff{Factor: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ooms, exits := 0, 0
+	cfg.Events = func(e Event) {
+		switch e.Kind {
+		case OOMKill:
+			ooms++
+		case Exited:
+			if exits++; e.Cause != "oom_kill" {
+				t.Errorf("exit %d: cause %s, want oom_kill", exits, e.Cause)
+			}
+			if exits == n {
+				cancel()
+			}
+		}
+	}
+	r := run(t, ctx, cfg) // run checks that the group is gone
+	if ooms != n || exits != n || r.ExitCode != ExitOOM {
+		t.Fatalf("%d OOM kills reported, %d exits, last exit %d; want %d, %d, 137", ooms, exits, r.ExitCode, n, n)
+	}
+}

@@ -215,28 +215,59 @@ func (s *supervisor) preflight(restart bool, backoff *Backoff) error {
 }
 
 // wait sleeps between children. TERM or INT (or the context) ends it at
-// once with ErrStopped, and no new child is started; orphans are reaped
-// meanwhile; other signals have no child to go to.
+// once with ErrStopped, and no new child is started, even when the stop
+// came in before the wait or together with its end (a zero backoff);
+// orphans are reaped meanwhile; other signals have no child to go to.
 func (s *supervisor) wait(d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
+			if s.stopPending() {
+				return s.stopping()
+			}
 			return nil
 		case <-s.ctx.Done():
-			s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
-			return ErrStopped
+			return s.stopping()
 		case sig := <-s.sigs:
-			switch sig {
-			case unix.SIGTERM, unix.SIGINT:
-				s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
-				return ErrStopped
-			case unix.SIGCHLD:
-				if s.cfg.Init {
-					reap(-1, true)
-				}
+			if s.handleIdle(sig) {
+				return s.stopping()
 			}
 		}
 	}
+}
+
+// stopPending reports a stop that is already asked for, without waiting.
+func (s *supervisor) stopPending() bool {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return true
+		case sig := <-s.sigs:
+			if s.handleIdle(sig) {
+				return true
+			}
+		default:
+			return false
+		}
+	}
+}
+
+// handleIdle handles a signal while no child runs; true means stop.
+func (s *supervisor) handleIdle(sig os.Signal) bool {
+	switch sig {
+	case unix.SIGTERM, unix.SIGINT:
+		return true
+	case unix.SIGCHLD:
+		if s.cfg.Init {
+			reap(-1, true)
+		}
+	}
+	return false
+}
+
+func (s *supervisor) stopping() error {
+	s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
+	return ErrStopped
 }
