@@ -21,7 +21,7 @@ const asGuardrun = "GUARDRUN_TEST_AS_GUARDRUN"
 
 // mountCgroup2 makes the test binary, before it acts as guardrun, mount a
 // fresh cgroup2 at /sys/fs/cgroup, as a container runtime does inside a new
-// cgroup and mount namespace.
+// cgroup and mount namespace: "1" read-write, "ro" read-only.
 const mountCgroup2 = "GUARDRUN_TEST_MOUNT_CGROUP2"
 
 func init() {
@@ -29,14 +29,18 @@ func init() {
 		return
 	}
 	os.Unsetenv(asGuardrun)
-	if os.Getenv(mountCgroup2) == "1" {
+	if mode := os.Getenv(mountCgroup2); mode != "" {
 		os.Unsetenv(mountCgroup2)
+		flags := uintptr(0)
+		if mode == "ro" {
+			flags = unix.MS_RDONLY
+		}
 		// The same superblock cannot be mounted over itself (EBUSY):
 		// detach the host's view first, in this mount namespace only.
 		if err := unix.Unmount("/sys/fs/cgroup", unix.MNT_DETACH); err != nil {
 			panic(err)
 		}
-		if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", 0, ""); err != nil {
+		if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", flags, ""); err != nil {
 			panic(err)
 		}
 	}

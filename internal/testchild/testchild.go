@@ -210,6 +210,24 @@ func Main(mode string, args []string) int {
 			}
 		}
 		return 0
+	case "flood": // flood MIB: write MIB of a counting pattern to stdout and stderr at full speed
+		n, _ := strconv.Atoi(arg(0))
+		buf := make([]byte, 1<<20)
+		for i := range buf {
+			buf[i] = byte(i % 251)
+		}
+		done := make(chan struct{})
+		go func() {
+			for range n {
+				os.Stderr.Write(buf)
+			}
+			close(done)
+		}()
+		for range n {
+			os.Stdout.Write(buf)
+		}
+		<-done
+		return 0
 	case "cgroup":
 		b, _ := os.ReadFile("/proc/self/cgroup")
 		os.Stdout.Write(b)
