@@ -13,10 +13,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
@@ -146,6 +148,15 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 			level = 3 // err
 		}
 		fmt.Fprintf(stderr, "%sguardrun: %s\n", prio(journal, level), r.Summary())
+	}
+	if r.Stopped && !r.Forced && r.Status.Signaled() && r.Status.Signal() != syscall.SIGKILL {
+		// The child ended by the signal guardrun was asked to pass on: end
+		// the same way, so a shell still sees 128+N and systemd sees a
+		// clean stop (a main process killed by SIGTERM, not exit 143).
+		sig := r.Status.Signal()
+		signal.Reset(sig)
+		syscall.Kill(os.Getpid(), sig)
+		time.Sleep(time.Second) // the signal is on its way; this is a fallback
 	}
 	return r.ExitCode, nil
 }

@@ -127,3 +127,29 @@ func TestJournalGetsPrioritiesAndNoTimestamps(t *testing.T) {
 		t.Errorf("lines carry their own timestamps:\n%s", b)
 	}
 }
+
+// TestStopEndsGuardrunByTheSameSignal: a stop guardrun was asked for (TERM)
+// and the child ended by it: guardrun ends by SIGTERM too, so a shell still
+// sees 143 and systemd a clean stop, not a failed unit with exit 143.
+func TestStopEndsGuardrunByTheSameSignal(t *testing.T) {
+	testchild.RequireCgroup(t, cgroup.Discover().Version(), "")
+	sock, msgs := notifySocket(t)
+	exe, _ := os.Executable()
+	c := guardrunCmd(exe, []string{"--max", "64M", "--name", "stopsig"}, "sleep", "1h")
+	c.Env = append(c.Env, "NOTIFY_SOCKET="+sock)
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, msgs, "READY=1")
+	c.Process.Signal(syscall.SIGTERM)
+	c.Wait()
+	ws := c.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Fatalf("guardrun ended %v, want by SIGTERM:\n%s", c.ProcessState, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "guardrun: stopsig was stopped by signal 15 (SIGTERM), as asked") {
+		t.Fatalf("summary:\n%s", stderr.String())
+	}
+}

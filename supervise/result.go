@@ -84,10 +84,12 @@ func (r *Result) Summary() string {
 func (r *Result) what() string {
 	ceiling := cgroup.FormatSize(r.Stats.Limit)
 	var what string
-	switch r.Cause {
-	case causeOOM:
+	switch {
+	case r.Cause == causeOOM:
 		what = fmt.Sprintf("was killed by %s at its %s ceiling", r.oomWho(), ceiling)
-	case causeSignaled:
+	case r.Cause == causeSignaled && r.Stopped && !r.Forced:
+		what = fmt.Sprintf("was stopped by signal %d (%s), as asked", int(r.Status.Signal()), signalName(r.Status.Signal()))
+	case r.Cause == causeSignaled:
 		what = fmt.Sprintf("was killed by signal %d (%s)", int(r.Status.Signal()), signalName(r.Status.Signal()))
 	default:
 		what = fmt.Sprintf("exited %d", r.ExitCode)
