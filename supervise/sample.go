@@ -51,15 +51,28 @@ func monotonicUsec() uint64 {
 // PID" record that follows has its figures. Without /dev/kmsg (not root,
 // or a container without it) there is no report.
 func oomReport(name string, since uint64) string {
+	// The kernel prints "Killed process" after it sends SIGKILL, racing
+	// the victim's death on another CPU: guardrun may reap the child
+	// before the line is in the buffer. So look again, briefly.
+	for range 10 {
+		if r, readable := readOOMReport(name, since); r != "" || !readable {
+			return r
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return ""
+}
+
+func readOOMReport(name string, since uint64) (report string, readable bool) {
 	// A raw fd: os.File would park a non-blocking read at the end of the
 	// buffer in the netpoller, waiting for the next kernel message.
 	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return ""
+		return "", false
 	}
 	defer unix.Close(fd)
 	buf := make([]byte, 8192)
-	victim, report := "", ""
+	victim := ""
 	for {
 		n, err := unix.Read(fd, buf)
 		if errors.Is(err, unix.EPIPE) {
@@ -86,7 +99,7 @@ func oomReport(name string, since uint64) string {
 			report = msg
 		}
 	}
-	return report
+	return report, true
 }
 
 // memcgIs reports whether an oom-kill record's task_memcg is the group.
