@@ -106,6 +106,21 @@ func TestDelegatedSubtreeV2(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(deleg, ".supervisor")); err != nil {
 		t.Fatalf("guardrun did not move itself into a leaf: %v", err)
 	}
+	// guardrun check, run where guardrun lives now (the unit's cgroup has
+	// controllers on for its children, so no process may join it), says
+	// where groups go, and why.
+	leaf, err := unix.Open(filepath.Join(deleg, ".supervisor"), unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(leaf)
+	ck := exec.Command(exe, "check")
+	ck.Env = append(os.Environ(), asGuardrun+"=1")
+	ck.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: leaf}
+	out, err = ck.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "v2 groups go to:   /sys/fs/cgroup/grtest-delegated.service/NAME, inside this cgroup, delegated to guardrun (Delegate=yes)") {
+		t.Fatalf("check inside a delegated unit: %v\n%s", err, out)
+	}
 }
 
 // TestContainerCgroupNamespaceV2: as PID 1 of a container with its own

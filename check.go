@@ -23,6 +23,9 @@ func check(w io.Writer) int {
 		}
 		fmt.Fprintf(w, "cgroup2 mount:     %s (controllers: %s; this process: %s)\n", h.V2, ctl, h.V2Own)
 	}
+	if p := cgroup.Placement(h); p != "" {
+		fmt.Fprintf(w, "v2 groups go to:   %s\n", p)
+	}
 	if h.V1Memory != "" {
 		fmt.Fprintf(w, "cgroup v1 memory:  %s (this process: %s)\n", h.V1Memory, h.V1OwnMemory)
 	}

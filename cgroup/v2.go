@@ -54,6 +54,11 @@ type v2Group struct {
 //     scope from the user's own systemd.
 func v2Base(h Hierarchy) (base string, nested bool, err error) {
 	own := filepath.Join(h.V2, h.V2Own)
+	if filepath.Base(own) == supervisorLeaf {
+		// Already in the leaf an earlier guardrun moved into: the
+		// delegated cgroup is the one above it.
+		own = filepath.Dir(own)
+	}
 	switch {
 	case h.V2Own == "/":
 		return filepath.Join(h.V2, "guardrun"), false, nil
@@ -258,4 +263,24 @@ func (g *v2Group) Procs() ([]int, error) { return readPids(filepath.Join(g.dir, 
 
 func (g *v2Group) MemoryStat() (map[string]uint64, error) {
 	return readStat(filepath.Join(g.dir, "memory.stat"))
+}
+
+// Placement says where v2 groups would go for this process, and why, for
+// guardrun check.
+func Placement(h Hierarchy) string {
+	if !h.V2Memory() {
+		return ""
+	}
+	base, nested, err := v2Base(h)
+	switch {
+	case err != nil:
+		return "none: " + err.Error()
+	case nested && delegated(base):
+		return base + "/NAME, inside this cgroup, delegated to guardrun (Delegate=yes); guardrun moves itself into " + supervisorLeaf
+	case nested:
+		return base + "/NAME, inside this cgroup, which this user may write"
+	case h.V2Own == "/":
+		return base + "/NAME: guardrun is at the root of its hierarchy (a host, or a container's cgroup namespace)"
+	}
+	return base + "/NAME, outside this process's cgroup " + h.V2Own + ", which is not delegated (no Delegate=yes): the service manager does not manage groups there"
 }
