@@ -24,6 +24,13 @@ const (
 	// Stopping: guardrun was told to stop (the first TERM or INT) and
 	// stops the child; Stopped follows when it is gone.
 	Stopping Kind = "stopping"
+	// LeakSuspected: the samples show sustained growth (a robust slope
+	// over --leak-window, after the start-up ramp); Rate and Left say how
+	// fast and how long until the ceiling.
+	LeakSuspected Kind = "leak_suspected"
+	// Sampled is one sample of the group (Usage, Peak, Limit): data for
+	// state files, reports, charts and metrics, logged only at debug level.
+	Sampled Kind = "sample"
 )
 
 // Event is one lifecycle step of a run, with the figures it carries. Fields
@@ -50,6 +57,8 @@ type Event struct {
 	Delay     time.Duration // restarting, preflight_wait: before the next try
 	Uptime    time.Duration // exited: how long the child ran
 	Reason    string        // a few words: why guardrun acted
+	Rate      float64       // leak_suspected: growth in bytes per second
+	Left      time.Duration // leak_suspected: until the ceiling at that rate; 0 without one
 
 	Diagnosis *Diagnosis // incidents, when sampling is on
 }
@@ -78,6 +87,8 @@ func (e Event) attrs() []any {
 	add("uptime", e.Uptime.Round(time.Millisecond), e.Uptime != 0)
 	add("restarts", e.Restarts, e.Restarts != 0)
 	add("reason", e.Reason, e.Reason != "")
+	add("rate_bytes_per_min", int64(e.Rate*60), e.Rate != 0)
+	add("left", e.Left.Round(time.Second), e.Left != 0)
 	return a
 }
 
@@ -86,6 +97,8 @@ func (e Event) attrs() []any {
 // which already says what an oom_kill or gave_up event says.
 func (e Event) level() slog.Level {
 	switch e.Kind {
+	case Sampled:
+		return slog.LevelDebug
 	case Started, Exited, Stopped, Stopping:
 		return slog.LevelInfo
 	}
@@ -106,7 +119,9 @@ func (em *emitter) emit(e Event) {
 	if e.Time.IsZero() {
 		e.Time = em.now()
 	}
-	em.log.Log(context.Background(), e.level(), string(e.Kind), e.attrs()...)
+	if l := e.level(); em.log.Enabled(context.Background(), l) {
+		em.log.Log(context.Background(), l, string(e.Kind), e.attrs()...)
+	}
 	if em.sink != nil {
 		em.sink(e)
 	}

@@ -1,0 +1,80 @@
+package observe
+
+import (
+	"time"
+)
+
+// ReportSchema names the report's JSON layout; a change that breaks a
+// reader gets a new version.
+const ReportSchema = "guardrun.report/v1"
+
+// Report is a whole run, as --report writes it and --chart draws it.
+type Report struct {
+	Schema  string   `json:"schema"`
+	Run     string   `json:"run"`
+	Host    string   `json:"host"`
+	Command []string `json:"command"`
+	Backend string   `json:"backend,omitempty"` // v2, v1, none
+	Cgroup  string   `json:"cgroup,omitempty"`  // the last child's group
+
+	Ceiling   uint64 `json:"ceiling,omitempty"`    // --max in bytes; 0: none
+	RestartAt uint64 `json:"restart_at,omitempty"` // --restart-at in bytes; 0: none
+
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended"`
+
+	Peak     uint64 `json:"peak"` // the highest usage of any child
+	Restarts int    `json:"restarts"`
+	Exit     *Exit  `json:"exit,omitempty"` // how the run ended; nil while it runs
+
+	// SampleEvery is the sampling interval; Samples are the group's usage
+	// over the run. A long run keeps at most maxSamples: when full, each
+	// two neighbours are folded into the higher one, so peaks survive and
+	// SampleEvery doubles.
+	SampleEvery Duration `json:"sample_every,omitempty"`
+	Samples     []Point  `json:"samples"`
+	// Events are the lifecycle steps, oldest first (samples excluded).
+	Events []Mark `json:"events"`
+}
+
+// Exit is how a run ended.
+type Exit struct {
+	Cause  string `json:"cause"` // exited, signaled, oom_kill
+	Code   int    `json:"code"`  // guardrun's exit status
+	Signal string `json:"signal,omitempty"`
+	Reason string `json:"reason,omitempty"`  // why guardrun stopped the child itself
+	GaveUp string `json:"gave_up,omitempty"` // why guardrun stopped restarting
+	// Message is the one-line summary guardrun printed.
+	Message string `json:"message"`
+}
+
+// Point is the group's usage at one time.
+type Point struct {
+	T     time.Time `json:"t"`
+	Usage uint64    `json:"usage"`
+}
+
+// Mark is one lifecycle event of the run: what the chart marks and the
+// report lists.
+type Mark struct {
+	T        time.Time `json:"t"`
+	Kind     string    `json:"kind"` // supervise.Kind: started, exited, oom_kill, restarting, threshold_crossed, leak_suspected, ...
+	Pid      int       `json:"pid,omitempty"`
+	Usage    uint64    `json:"usage,omitempty"`
+	Cause    string    `json:"cause,omitempty"`
+	Code     *int      `json:"code,omitempty"`
+	Signal   string    `json:"signal,omitempty"`
+	Restarts int       `json:"restarts,omitempty"`
+	Message  string    `json:"message,omitempty"` // one human sentence
+}
+
+// Duration is a time.Duration that reads and writes as "1s".
+type Duration time.Duration
+
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	*d = Duration(v)
+	return err
+}

@@ -1,0 +1,50 @@
+package observe
+
+import "time"
+
+// StateSchema names the state file's JSON layout.
+const StateSchema = "guardrun.state/v1"
+
+// Phases of a run, as a state file and `guardrun status` say them.
+const (
+	PhaseStarting = "starting" // preflight, creating the group
+	PhaseRunning  = "running"
+	PhaseStopping = "stopping"
+	PhaseBackoff  = "backoff"        // waiting to restart
+	PhaseWaiting  = "preflight_wait" // waiting for memory
+	PhaseEnded    = "ended"
+)
+
+// State is one run as it stands: the state file's content, what
+// `guardrun status` shows and what metrics export.
+type State struct {
+	Schema string `json:"schema"`
+	Run    string `json:"run"`
+	// Guardrun is the supervisor's pid and GuardrunStart its start time
+	// in clock ticks since boot (/proc/PID/stat field 22): together they
+	// tell a live run from a dead one whose pid was reused.
+	Guardrun      int      `json:"guardrun_pid"`
+	GuardrunStart uint64   `json:"guardrun_start"`
+	Command       []string `json:"command"`
+	Backend       string   `json:"backend,omitempty"`
+	Cgroup        string   `json:"cgroup,omitempty"` // the current child's group directory
+	Pid           int      `json:"pid,omitempty"`    // the current child; 0 between children
+	Phase         string   `json:"phase"`
+
+	Ceiling   uint64 `json:"ceiling,omitempty"`
+	RestartAt uint64 `json:"restart_at,omitempty"`
+	Current   uint64 `json:"current"` // at the last sample or event
+	Peak      uint64 `json:"peak"`    // of the whole run
+
+	Restarts       int     `json:"restarts"`
+	OOMKills       int     `json:"oom_kills"`
+	Crossings      int     `json:"threshold_crossings"`
+	PressureStalls int     `json:"pressure_stalls"`
+	LeakRate       float64 `json:"leak_rate,omitempty"` // bytes/s while a leak is suspected
+
+	Started      time.Time `json:"started"`                 // the run
+	ChildStarted time.Time `json:"child_started,omitempty"` // the current child
+	Updated      time.Time `json:"updated"`
+	// Last are the latest events, newest last (at most lastEvents).
+	Last []Mark `json:"last,omitempty"`
+}
