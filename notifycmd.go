@@ -53,7 +53,7 @@ func startNotifier(ns notifySettings, cfg *supervise.Config) func() {
 		return func() {}
 	}
 	host, _ := os.Hostname()
-	n := notify.New(notify.Config{Sinks: ns.sinks, Window: ns.window, Host: host, Command: cfg.Command, Log: cfg.Log})
+	n := notify.New(notify.Config{Sinks: ns.sinks, Window: ns.window, Host: host, Command: notify.RedactArgs(cfg.Command), Log: cfg.Log})
 	next := cfg.Events
 	cfg.Events = func(e supervise.Event) {
 		n.Observe(e)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"unicode"
 )
@@ -152,4 +153,28 @@ func Open(o Options) (Group, error) {
 		return openNone(o, err.Error()), nil
 	}
 	return openNone(o, h.Why()), nil
+}
+
+// ReadUsage reads the usage and peak of a live group from outside the
+// guardrun that owns it, by its backend and directory (as a state file
+// records them): `guardrun status` shows figures as of now, and the owner
+// need not wake up to write them.
+func ReadUsage(backend, dir string) (current, peak uint64, err error) {
+	switch backend {
+	case "v2":
+		if current, err = readUint(filepath.Join(dir, v2Current)); err != nil {
+			return 0, 0, err
+		}
+		if peak, err = readUint(filepath.Join(dir, v2Peak)); err != nil {
+			peak = current // memory.peak arrived in Linux 5.19
+		}
+		return current, peak, nil
+	case "v1":
+		if current, err = readUint(filepath.Join(dir, v1Usage)); err != nil {
+			return 0, 0, err
+		}
+		peak, err = readUint(filepath.Join(dir, v1MaxUsage))
+		return current, peak, err
+	}
+	return 0, 0, fmt.Errorf("no cgroup to read for backend %q", backend)
 }

@@ -49,7 +49,7 @@ type incident struct {
 // event).
 func notified(e supervise.Event) bool {
 	switch e.Kind {
-	case supervise.OOMKill, supervise.GaveUp, supervise.PreflightFailed, supervise.ThresholdCrossed, supervise.PressureStall:
+	case supervise.OOMKill, supervise.GaveUp, supervise.PreflightFailed, supervise.ThresholdCrossed, supervise.PressureStall, supervise.LeakSuspected:
 		return true
 	case supervise.Exited:
 		return e.ExitCode != 0 && e.Cause != "oom_kill" && e.Reason == ""
@@ -212,6 +212,8 @@ func message(e supervise.Event) string {
 		return fmt.Sprintf("%s reached %s of its %s ceiling (--restart-at %s)", e.Run, size(e.Usage), size(e.Limit), size(e.Threshold))
 	case supervise.PressureStall:
 		return fmt.Sprintf("%s is stalled on memory (PSI trigger %q) at %s of %s", e.Run, e.Reason, size(e.Usage), size(e.Limit))
+	case supervise.LeakSuspected:
+		return fmt.Sprintf("%s looks like it leaks memory: %s (now %s)", e.Run, e.Reason, size(e.Usage))
 	case supervise.Exited:
 		if e.Signal != "" {
 			return fmt.Sprintf("%s was killed by %s", e.Run, e.Signal)
@@ -227,6 +229,7 @@ func plural(k supervise.Kind, n int) string {
 		supervise.ThresholdCrossed: {"threshold crossing", "threshold crossings"},
 		supervise.PressureStall:    {"pressure stall", "pressure stalls"},
 		supervise.Exited:           {"failed exit", "failed exits"},
+		supervise.LeakSuspected:    {"suspected leak", "suspected leaks"},
 	}
 	w, ok := words[k]
 	if !ok {

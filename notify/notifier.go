@@ -86,6 +86,9 @@ func New(cfg Config) *Notifier {
 
 // Observe hands an event over without waiting; it is supervise.Config.Events.
 func (n *Notifier) Observe(e supervise.Event) {
+	if e.Kind == supervise.Sampled {
+		return // data, never an incident: it must not crowd the queue
+	}
 	select {
 	case n.events <- e:
 	default:

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -209,5 +210,19 @@ func TestRedact(t *testing.T) {
 	}
 	if _, err := ParseSink("http://x", "xml", time.Minute); err == nil {
 		t.Error("an unknown format was accepted")
+	}
+}
+
+func TestRedactArgs(t *testing.T) {
+	in := []string{"node", "app.js", "--token", "s3cr3t", "--api-key=abc", "--port", "8080",
+		"https://user:pw@hooks.example/x/y?k=1", "--password=pw", "plain", "--auth-file", "/etc/x"}
+	want := []string{"node", "app.js", "--token", "…", "--api-key=…", "--port", "8080",
+		"https://hooks.example/…", "--password=…", "plain", "--auth-file", "…"}
+	got := RedactArgs(in)
+	if !slices.Equal(got, want) {
+		t.Errorf("RedactArgs:\n got %q\nwant %q", got, want)
+	}
+	if in[3] != "s3cr3t" {
+		t.Error("RedactArgs changed its input")
 	}
 }

@@ -239,3 +239,44 @@ func (s *execSink) Send(ctx context.Context, n Notification) error {
 	c.WaitDelay = time.Second
 	return c.Run()
 }
+
+// secretWords mark a command-line flag whose value is likely a secret.
+var secretWords = []string{"token", "secret", "password", "passwd", "apikey", "api-key", "api_key", "auth", "credential"}
+
+// RedactArgs returns a command line fit for a notification, report or
+// status output: URLs keep only their receiver (Redact), and the value of
+// a --flag=VALUE or a following argument whose flag names a secret
+// (--token, --api-key, ...) is replaced by "…". ps shows the real argv to
+// anyone on the host; guardrun need not carry it further.
+func RedactArgs(argv []string) []string {
+	out := make([]string, len(argv))
+	secretNext := false
+	for i, a := range argv {
+		switch {
+		case secretNext:
+			a, secretNext = "…", false
+		case strings.HasPrefix(a, "-") && isSecretFlag(a):
+			if k, _, ok := strings.Cut(a, "="); ok {
+				a = k + "=…"
+			} else {
+				secretNext = true
+			}
+		case strings.Contains(a, "://"):
+			if u, err := url.Parse(a); err == nil && u.Host != "" {
+				a = Redact(a)
+			}
+		}
+		out[i] = a
+	}
+	return out
+}
+
+func isSecretFlag(a string) bool {
+	k, _, _ := strings.Cut(strings.ToLower(a), "=")
+	for _, w := range secretWords {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
