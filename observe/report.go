@@ -34,7 +34,10 @@ type Report struct {
 	SampleEvery Duration `json:"sample_every,omitempty"`
 	Samples     []Point  `json:"samples"`
 	// Events are the lifecycle steps, oldest first (samples excluded).
-	Events []Mark `json:"events"`
+	// Past maxMarks the middle of a long run goes: EventsDropped says
+	// how many.
+	Events        []Mark `json:"events"`
+	EventsDropped int    `json:"events_dropped,omitempty"`
 }
 
 // Exit is how a run ended.

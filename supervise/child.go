@@ -151,13 +151,24 @@ type child struct {
 	lastOver time.Time        // the latest threshold notice
 	lastPSI  time.Time        // the latest pressure notice
 
-	sampler *sampler         // nil: nothing asked for a diagnosis
-	samples <-chan time.Time // its ticker
-	oomSeen uint64           // the group's oom_kill count at the last sample
+	sampler  *sampler         // nil: nothing asked for a diagnosis
+	samples  <-chan time.Time // its ticker
+	oomSeen  uint64           // the group's oom_kill count at the last sample
+	detailAt time.Time        // the last sample with memory.stat and processes
 }
 
-// sample records the group's usage and largest processes.
-func (c *child) sample() {
+// detailEvery is how often a sample also reads memory.stat and each
+// process's RSS for a diagnosis: a couple of cgroup files per second cost
+// next to nothing, one /proc file per process of a large tree does not.
+// Events that carry a diagnosis take a full sample of their own first.
+const detailEvery = 5 * time.Second
+
+// sample records the group's usage for the timeline (a Sampled event and
+// the leak detector) and, at most every detailEvery or when full is set,
+// its memory.stat and largest processes for a diagnosis.
+func (c *child) sample() { c.sampleAt(time.Now(), true) }
+
+func (c *child) sampleAt(now time.Time, full bool) {
 	st, err := c.g.Stats()
 	if err != nil {
 		return
@@ -171,8 +182,15 @@ func (c *child) sample() {
 		// led to it, so the one before stays the last.
 		return
 	}
+	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, Peak: st.Peak, Limit: st.Limit, Restarts: c.restarts})
+	c.leakCheck(now, st)
+	if !full && now.Sub(c.detailAt) < detailEvery {
+		c.sampler.record(now, st.Current)
+		return
+	}
+	c.detailAt = now
 	stat, _ := c.g.MemoryStat()
-	c.sampler.sample(time.Now(), st.Current, pids, stat)
+	c.sampler.sample(now, st.Current, pids, stat)
 }
 
 // diagnosis is what the last sample saw; nil without sampling. Callers
@@ -229,8 +247,8 @@ func (c *child) supervise() {
 		case <-c.grace:
 			c.grace = nil
 			c.graceOver()
-		case <-c.samples:
-			c.sample()
+		case now := <-c.samples:
+			c.sampleAt(now, false)
 		}
 	}
 }

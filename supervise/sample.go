@@ -30,12 +30,17 @@ type sampler struct {
 
 func (s *sampler) sample(now time.Time, usage uint64, pids []int, stat map[string]uint64) {
 	s.stat = stat
+	s.record(now, usage)
+	s.top = cgroup.Largest(pids, topN)
+}
+
+// record keeps the usage for the growth the diagnosis shows.
+func (s *sampler) record(now time.Time, usage uint64) {
 	keep := int(growthKeep / s.every)
 	if len(s.growth) >= keep && keep > 0 {
 		s.growth = slices.Delete(s.growth, 0, len(s.growth)-keep+1)
 	}
 	s.growth = append(s.growth, Sample{Time: now, Usage: usage})
-	s.top = cgroup.Largest(pids, topN)
 }
 
 // monotonicUsec is the clock /dev/kmsg stamps its records with.

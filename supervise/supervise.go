@@ -54,9 +54,14 @@ type Config struct {
 	RestartOnPressure bool
 	// HeapHint tells Node.js, Go and JVM children about the ceiling.
 	HeapHint bool
-	// Sample is how often the group is sampled for the diagnosis that
-	// incidents carry (usage and the largest processes); 0 samples nothing.
+	// Sample is how often the group is sampled: each sample is a Sampled
+	// event (usage, peak) for state files, reports and metrics, and feeds
+	// the diagnosis incidents carry; 0 samples nothing and guardrun wakes
+	// only for the kernel's events and signals.
 	Sample time.Duration
+	// LeakWindow is the leak forecast's window: sustained growth over it
+	// raises LeakSuspected. 0 is off; it needs Sample.
+	LeakWindow time.Duration
 
 	// Init makes guardrun a child subreaper that reaps every orphan, as an
 	// init must (PID 1 in a container). Off in tests that share a process.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -74,6 +75,29 @@ func Main(mode string, args []string) int {
 		hold := touch(n << 20)
 		fmt.Println("allocated", len(hold)>>20, "MiB")
 		return 0
+	case "hold": // hold MIB DUR: hold MIB of touched memory for DUR, then exit 0
+		n, _ := strconv.Atoi(arg(0))
+		d, _ := time.ParseDuration(arg(1))
+		hold := touch(n << 20)
+		time.Sleep(d)
+		runtime.KeepAlive(hold)
+		return 0
+	case "ramp": // ramp MIB EVERY: map and touch MIB more every EVERY, forever (a steady leak)
+		n, _ := strconv.Atoi(arg(0))
+		every, _ := time.ParseDuration(arg(1))
+		var maps [][]byte
+		for {
+			b, err := syscall.Mmap(-1, 0, n<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			for i := 0; i < len(b); i += 4096 {
+				b[i] = 1
+			}
+			maps = append(maps, b)
+			time.Sleep(every)
+		}
 	case "leak": // leak MIB: touch MIB more every 10ms until killed
 		n, _ := strconv.Atoi(arg(0))
 		var held [][]byte

@@ -1,0 +1,338 @@
+// Package observe shows a guarded run to people and tools: a state file
+// per live run (read by `guardrun status`), the run report (JSON), the
+// memory timeline chart, a summary for CI, and Prometheus metrics.
+//
+// It takes supervise.Event values and nothing else, as package notify
+// does; it never reaches back into the supervisor. Writing a file that
+// fails is reported once and never stops supervision.
+package observe
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/notify"
+	"github.com/guardrun/guardrun/supervise"
+)
+
+const (
+	// maxSamples bounds a report's timeline: 10,000 points are under
+	// 1 MiB of JSON and plenty for a chart; a week at 1 s is folded to
+	// about one point a minute.
+	maxSamples = 10000
+	// maxMarks bounds the report's event list: a crash loop that runs for
+	// days keeps its first and its latest events, not all of them.
+	maxMarks = 2000
+	// lastEvents is how many recent events a state file and status show.
+	lastEvents = 5
+)
+
+// Options describe one run to record.
+type Options struct {
+	Run       string
+	Host      string
+	Command   []string
+	Ceiling   uint64
+	RestartAt uint64
+	// Sample is the sampling interval (0: no samples, events only).
+	Sample time.Duration
+	// StateDir is where the state file goes ("": none).
+	StateDir string
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+// Recorder follows one run's events and keeps its State (the state file,
+// status, metrics) and its Report (timeline and events). Observe is
+// supervise.Config.Events; Snapshot and Report are safe from any
+// goroutine.
+type Recorder struct {
+	mu       sync.Mutex
+	st       State
+	rep      Report
+	dir      string
+	file     string // the state file written last; "" before the first
+	log      *slog.Logger
+	now      func() time.Time
+	failed   map[string]bool // what already failed and was said once
+	stride   int             // samples folded into each point
+	pending  Point           // the point being folded
+	pendingN int             // samples in pending
+}
+
+// NewRecorder starts recording a run; the state file appears with its
+// first event.
+func NewRecorder(o Options) *Recorder {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	cmd := notify.RedactArgs(o.Command)
+	now := o.Now()
+	start, _ := procStart(os.Getpid())
+	return &Recorder{
+		dir: o.StateDir, log: o.Log, now: o.Now, failed: map[string]bool{}, stride: 1,
+		st: State{Schema: StateSchema, Run: o.Run, Guardrun: os.Getpid(), GuardrunStart: start,
+			Command: cmd, Phase: PhaseStarting, Ceiling: o.Ceiling, RestartAt: o.RestartAt, Started: now},
+		rep: Report{Schema: ReportSchema, Run: o.Run, Host: o.Host, Command: cmd, Ceiling: o.Ceiling,
+			RestartAt: o.RestartAt, Started: now, SampleEvery: Duration(o.Sample), Samples: []Point{}, Events: []Mark{}},
+	}
+}
+
+// Observe records one event. It is called on the supervisor's goroutine
+// and only touches memory and, at most, one small file.
+func (r *Recorder) Observe(e supervise.Event) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st := &r.st
+	if e.Run != "" && e.Run != st.Run {
+		// The name fell back to NAME-PID: the state file follows it.
+		st.Run, r.rep.Run = e.Run, e.Run
+	}
+	st.Updated = e.Time
+	if e.Kind == supervise.Sampled {
+		st.Current = e.Usage
+		r.peak(e.Peak, e.Usage)
+		r.point(Point{T: e.Time, Usage: e.Usage})
+		r.writeState()
+		return
+	}
+	m := Mark{T: e.Time, Kind: string(e.Kind), Pid: e.Pid, Usage: e.Usage, Cause: e.Cause, Signal: e.Signal, Restarts: e.Restarts, Message: markMessage(e)}
+	if e.Kind == supervise.Exited || e.Kind == supervise.GaveUp || e.Kind == supervise.Stopped {
+		m.Code = &e.ExitCode
+	}
+	st.Restarts = e.Restarts
+	switch e.Kind {
+	case supervise.Started:
+		st.Phase, st.Pid, st.ChildStarted, st.LeakRate = PhaseRunning, e.Pid, e.Time, 0
+		if b, p, ok := splitCgroup(e.Cgroup); ok {
+			st.Backend, st.Cgroup = b, p
+			r.rep.Backend, r.rep.Cgroup = b, p
+		}
+	case supervise.Exited:
+		st.Pid, st.Current, st.LeakRate = 0, 0, 0
+		r.peak(e.Peak, 0)
+		st.Phase = PhaseStarting // until restarting, stopped or the end says more
+	case supervise.OOMKill:
+		st.OOMKills++
+		r.peak(e.Peak, e.Usage)
+	case supervise.ThresholdCrossed:
+		st.Crossings++
+	case supervise.PressureStall:
+		st.PressureStalls++
+	case supervise.LeakSuspected:
+		st.LeakRate = e.Rate
+	case supervise.Stopping:
+		if st.Pid != 0 {
+			st.Phase = PhaseStopping
+		}
+	case supervise.Restarting:
+		st.Phase = PhaseBackoff
+	case supervise.PreflightWait:
+		st.Phase = PhaseWaiting
+	}
+	st.Last = append(st.Last, m)
+	if len(st.Last) > lastEvents {
+		st.Last = slices.Delete(st.Last, 0, len(st.Last)-lastEvents)
+	}
+	r.mark(m)
+	r.writeState()
+}
+
+func (r *Recorder) peak(vals ...uint64) {
+	for _, v := range vals {
+		r.st.Peak = max(r.st.Peak, v)
+	}
+	r.rep.Peak = r.st.Peak
+}
+
+// point adds a sample. A full timeline is folded to half its length, each
+// pair of neighbours into the higher one, so a peak is never lost; from
+// then on each point folds twice as many samples (stride), so the whole
+// timeline keeps one resolution, the one SampleEvery says.
+func (r *Recorder) point(p Point) {
+	if r.pendingN == 0 || p.Usage > r.pending.Usage {
+		t := r.pending.T
+		r.pending = p
+		if r.pendingN > 0 {
+			r.pending.T = t // a folded point is stamped at its start
+		}
+	}
+	if r.pendingN++; r.pendingN < r.stride {
+		return
+	}
+	s := r.rep.Samples
+	if len(s) >= maxSamples {
+		half := s[:0]
+		for i := 0; i+1 < len(s); i += 2 {
+			a := s[i]
+			a.Usage = max(a.Usage, s[i+1].Usage)
+			half = append(half, a)
+		}
+		r.rep.Samples = half
+		r.stride *= 2
+		r.rep.SampleEvery *= 2
+		return // pending is half of a point at the new stride
+	}
+	r.rep.Samples = append(s, r.pending)
+	r.pendingN = 0
+}
+
+// mark appends an event; past maxMarks the middle goes and the first half
+// stays: how the run began and how it is going now are what a reader wants.
+func (r *Recorder) mark(m Mark) {
+	if len(r.rep.Events) >= maxMarks {
+		keep := maxMarks / 2
+		r.rep.Events = slices.Delete(r.rep.Events, keep, keep+1)
+		r.rep.EventsDropped++
+	}
+	r.rep.Events = append(r.rep.Events, m)
+}
+
+// Finish records how the run ended and removes the state file: a run that
+// ended is not a guarded run any more.
+func (r *Recorder) Finish(exit *Exit) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.rep.Ended = r.now()
+	r.rep.Exit = exit
+	r.rep.Restarts = r.st.Restarts
+	r.st.Phase, r.st.Pid = PhaseEnded, 0
+	if r.file != "" {
+		os.Remove(r.file)
+		r.file = ""
+	}
+}
+
+// Snapshot is the run as it stands. A running child's usage is read from
+// its group now, so metrics and status are current between samples, and
+// without any sampling at all.
+func (r *Recorder) Snapshot() State {
+	r.mu.Lock()
+	st := r.st
+	st.Last = slices.Clone(st.Last)
+	r.mu.Unlock()
+	return Live(st)
+}
+
+// Live refreshes a state's usage and peak from its group, when the child
+// runs in one.
+func Live(st State) State {
+	if st.Pid == 0 || st.Cgroup == "" {
+		return st
+	}
+	if cur, peak, err := cgroup.ReadUsage(st.Backend, st.Cgroup); err == nil {
+		st.Current, st.Peak = cur, max(st.Peak, peak)
+	}
+	return st
+}
+
+// Report is the whole run so far.
+func (r *Recorder) Report() *Report {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := r.rep
+	rep.Samples = slices.Clone(rep.Samples)
+	if r.pendingN > 0 {
+		rep.Samples = append(rep.Samples, r.pending) // the run's last, partly folded point
+	}
+	rep.Events = slices.Clone(rep.Events)
+	rep.Restarts = r.st.Restarts
+	if rep.Ended.IsZero() {
+		rep.Ended = r.now()
+	}
+	return &rep
+}
+
+// writeState replaces the run's state file; the caller holds mu.
+func (r *Recorder) writeState() {
+	if r.dir == "" {
+		return
+	}
+	file := filepath.Join(r.dir, r.st.Run+".json")
+	if r.file != "" && r.file != file {
+		os.Remove(r.file)
+	}
+	b, err := encodeState(r.st)
+	if err == nil {
+		err = WriteFile(file, b, 0o644)
+	}
+	if err != nil {
+		r.once("state", "cannot write the state file; `guardrun status` will not show this run", "path", file, "err", err)
+		return
+	}
+	r.file = file
+}
+
+// once logs a failure the first time it happens: a state directory that is
+// full or read-only must not fill the journal once a second.
+func (r *Recorder) once(what, msg string, args ...any) {
+	if r.failed[what] {
+		return
+	}
+	r.failed[what] = true
+	r.log.Warn(msg, append([]any{"run", r.st.Run}, args...)...)
+}
+
+// Failed reports a write that failed to the log, once per kind: used by
+// the report, chart and textfile writers at the end and on the way.
+func (r *Recorder) Failed(what string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.once(what, "cannot write the "+what, "err", err)
+}
+
+func splitCgroup(s string) (backend, path string, ok bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ':' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+// markMessage is one human sentence for the report, status and chart.
+func markMessage(e supervise.Event) string {
+	size := cgroup.FormatSize
+	switch e.Kind {
+	case supervise.Started:
+		return fmt.Sprintf("started pid %d", e.Pid)
+	case supervise.Exited:
+		switch {
+		case e.Cause == "oom_kill":
+			return fmt.Sprintf("OOM-killed at %s (peak %s)", size(e.Limit), size(e.Peak))
+		case e.Signal != "":
+			return "killed by " + e.Signal
+		}
+		return fmt.Sprintf("exited %d", e.ExitCode)
+	case supervise.OOMKill:
+		return fmt.Sprintf("OOM kill: %s", e.Reason)
+	case supervise.ThresholdCrossed:
+		return fmt.Sprintf("crossed --restart-at %s at %s", size(e.Threshold), size(e.Usage))
+	case supervise.PressureStall:
+		return "memory pressure: " + e.Reason
+	case supervise.LeakSuspected:
+		return "leak suspected: " + e.Reason
+	case supervise.Restarting:
+		return fmt.Sprintf("restarting in %s", e.Delay.Round(time.Millisecond))
+	case supervise.GaveUp:
+		return "gave up: " + e.Reason
+	case supervise.PreflightWait:
+		return fmt.Sprintf("waiting for memory: %s available, %s needed", size(e.Available), size(e.Need))
+	case supervise.PreflightFailed:
+		return fmt.Sprintf("not started: %s available, %s needed", size(e.Available), size(e.Need))
+	case supervise.Stopping:
+		return "stopping"
+	case supervise.Stopped:
+		return "stopped"
+	}
+	return string(e.Kind)
+}
