@@ -151,10 +151,11 @@ type child struct {
 	lastOver time.Time        // the latest threshold notice
 	lastPSI  time.Time        // the latest pressure notice
 
-	sampler  *sampler         // nil: nothing asked for a diagnosis
-	samples  <-chan time.Time // its ticker
-	oomSeen  uint64           // the group's oom_kill count at the last sample
-	detailAt time.Time        // the last sample with memory.stat and processes
+	sampler     *sampler         // nil: nothing asked for a diagnosis
+	samples     <-chan time.Time // its ticker
+	oomSeen     uint64           // the group's oom_kill count at the last sample
+	detailAt    time.Time        // the last sample with memory.stat and processes
+	detailUsage uint64           // the usage then
 }
 
 // detailEvery is how often a sample also reads memory.stat and each
@@ -162,6 +163,15 @@ type child struct {
 // next to nothing, one /proc file per process of a large tree does not.
 // Events that carry a diagnosis take a full sample of their own first.
 const detailEvery = 5 * time.Second
+
+// moved reports whether usage changed by more than an eighth since the
+// last detailed sample: a group that grows fast is heading for an
+// incident, and its diagnosis must show the processes as they were just
+// before, not five seconds before.
+func moved(was, now uint64) bool {
+	d := max(was, now) - min(was, now)
+	return d > max(was, now)/8
+}
 
 // sample records the group's usage for the timeline (a Sampled event and
 // the leak detector) and, at most every detailEvery or when full is set,
@@ -184,11 +194,11 @@ func (c *child) sampleAt(now time.Time, full bool) {
 	}
 	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, Peak: st.Peak, Limit: st.Limit, Restarts: c.restarts})
 	c.leakCheck(now, st)
-	if !full && now.Sub(c.detailAt) < detailEvery {
+	if !full && now.Sub(c.detailAt) < detailEvery && !moved(c.detailUsage, st.Current) {
 		c.sampler.record(now, st.Current)
 		return
 	}
-	c.detailAt = now
+	c.detailAt, c.detailUsage = now, st.Current
 	stat, _ := c.g.MemoryStat()
 	c.sampler.sample(now, st.Current, pids, stat)
 }
