@@ -343,3 +343,48 @@ func TestWatchPressureRefusedOffV2(t *testing.T) {
 		t.Fatal("a PSI trigger without cgroup v2 was accepted")
 	}
 }
+
+// A sentinel's Reclaim empties and removes a dead run's group, but never
+// one a live guardrun holds.
+func TestReclaim(t *testing.T) {
+	h := Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	name := fmt.Sprintf("grtest-reclaim-%d", os.Getpid())
+	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: 64 << 20}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := child("sleep", "1h")
+	if err := g.Start(c); err != nil {
+		t.Fatal(err)
+	}
+	go c.Wait()
+	dirs := Dirs(g)
+	if len(dirs) == 0 || dirs[0] != g.Path() {
+		t.Fatalf("Dirs %v, path %s", dirs, g.Path())
+	}
+	// Held: left alone (the attempt gives up after about a second).
+	if err := Reclaim(dirs[0], dirs[1:]...); err == nil || !testchild.Alive(c.Process.Pid) {
+		t.Fatalf("a held group was reclaimed: %v", err)
+	}
+	switch g := g.(type) {
+	case *v1Group:
+		g.lock.Close()
+	case *v2Group:
+		g.lock.Close()
+	}
+	if err := Reclaim(dirs[0], dirs[1:]...); err != nil {
+		t.Fatal(err)
+	}
+	if testchild.Alive(c.Process.Pid) {
+		t.Errorf("process %d outlived Reclaim", c.Process.Pid)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s is left: %v", d, err)
+		}
+	}
+	if err := Reclaim(dirs[0], dirs[1:]...); err != nil {
+		t.Errorf("a second Reclaim: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -216,4 +217,60 @@ func readStat(path string) (map[string]uint64, error) {
 		}
 	}
 	return m, nil
+}
+
+// Reclaim empties and removes the group of a guardrun that died: lockDir
+// is the group's locked directory (v2's group, v1's memory group), others
+// are its siblings in other v1 hierarchies. It takes the group's flock
+// first: if a new guardrun of the same name holds it already, the group is
+// that run's now and is left alone.
+func Reclaim(lockDir string, others ...string) error {
+	lock, err := os.Open(lockDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	// Wait a moment for the lock: the dead guardrun's fd is closed by the
+	// kernel as the process goes, which may trail the sentinel's wake-up.
+	for i := 0; ; i++ {
+		err = unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || i == 100 {
+			return fmt.Errorf("lock %s: %w", lockDir, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	dirs := append(slices.Clone(others), lockDir) // the locked one last
+	var first error
+	for _, d := range dirs {
+		if err := killAll(filepath.Join(d, cgroupProcs), 5*time.Second); err != nil && first == nil {
+			first = err
+		}
+	}
+	for _, d := range dirs {
+		if err := rmdir(d); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// Dirs are the directories of a group, its locked one first: what a
+// sentinel needs to Reclaim it. None for the no-cgroup backend.
+func Dirs(g Group) []string {
+	switch g := g.(type) {
+	case *v2Group:
+		return []string{g.dir}
+	case *v1Group:
+		if g.pids != "" {
+			return []string{g.mem, g.pids}
+		}
+		return []string{g.mem}
+	}
+	return nil
 }

@@ -28,6 +28,7 @@ func (s *supervisor) runChild() (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.sen.watch(g)
 	defer g.Remove()
 	if why := cgroup.NoCgroupReason(g); why != "" && s.restarts == 0 {
 		log.Warn("no cgroup: the ceiling is enforced best-effort by sampling RSS, and a fast leak can overshoot it", "run", cfg.Name, "why", why)
@@ -85,6 +86,8 @@ func (s *supervisor) runChild() (*Result, error) {
 	// The child is gone; what it left behind in its group goes with it.
 	if err := g.Remove(); err != nil {
 		log.Warn("remove cgroup", "run", cfg.Name, "path", g.Path(), "err", err)
+	} else {
+		s.sen.clear()
 	}
 	if r.Stats.OOMKills > 0 {
 		s.em.emit(Event{Kind: OOMKill, Pid: r.Pid, Usage: r.Stats.Peak, Limit: r.Stats.Limit, Peak: r.Stats.Peak, Restarts: s.restarts, Reason: r.oomWho(), Diagnosis: diag})

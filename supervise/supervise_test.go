@@ -17,6 +17,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	MaybeSentinel()
 	testchild.MaybeRun()
 	os.Exit(m.Run())
 }

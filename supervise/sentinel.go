@@ -1,0 +1,119 @@
+package supervise
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"golang.org/x/sys/unix"
+)
+
+// sentinelEnv marks a process started as a run's sentinel.
+const sentinelEnv = "GUARDRUN_SENTINEL"
+
+// A sentinel outlives guardrun by a moment to clean up after it. The
+// child dies with guardrun by its parent-death signal, but what the child
+// forked does not: a daemonised grandchild would live on in the group
+// until the next start of the name reclaims it. So guardrun starts a
+// small process of its own binary, outside the group, and tells it over a
+// pipe which group the current child runs in. When guardrun ends in any
+// way, even by SIGKILL, the kernel closes the pipe; the sentinel reads its
+// end, and if a group is still named it kills what is in it and removes
+// it. A normal end clears the name first, so the sentinel just exits.
+type sentinel struct {
+	w   *os.File
+	cmd *exec.Cmd
+}
+
+// startSentinel starts the sentinel; a sentinel that cannot start leaves
+// guardrun as it was before sentinels: the next start reclaims the group.
+func startSentinel() (*sentinel, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	cmd := exec.Command(exe)
+	cmd.Args = []string{"guardrun-sentinel"}
+	cmd.Env = []string{sentinelEnv + "=1"}
+	cmd.ExtraFiles = []*os.File{r}
+	cmd.Stderr = os.Stderr
+	// Its own process group: a Ctrl-C or a signal to guardrun's group is
+	// not for it; it ends when the pipe does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return &sentinel{w: w, cmd: cmd}, nil
+}
+
+// watch names the group the sentinel reclaims if guardrun dies.
+func (s *sentinel) watch(g cgroup.Group) {
+	if s == nil {
+		return
+	}
+	if dirs := cgroup.Dirs(g); len(dirs) > 0 {
+		fmt.Fprintf(s.w, "g %s\n", strings.Join(dirs, "\t"))
+	}
+}
+
+// clear says the group is gone, removed by guardrun itself.
+func (s *sentinel) clear() {
+	if s != nil {
+		fmt.Fprintln(s.w, "x")
+	}
+}
+
+// close ends the sentinel: nothing is named, so it exits at once.
+func (s *sentinel) close() {
+	if s == nil {
+		return
+	}
+	s.clear()
+	s.w.Close()
+	s.cmd.Wait() // an init may have reaped it already: ECHILD is fine
+}
+
+// MaybeSentinel runs the sentinel and exits when this process is one.
+// guardrun's main (and every test binary that runs supervise.Run with a
+// sentinel) calls it first.
+func MaybeSentinel() {
+	if os.Getenv(sentinelEnv) != "1" {
+		return
+	}
+	signal.Ignore(unix.SIGINT, unix.SIGTERM, unix.SIGHUP, unix.SIGQUIT, unix.SIGTSTP, unix.SIGTTIN, unix.SIGTTOU, unix.SIGPIPE)
+	os.Exit(runSentinel(os.NewFile(3, "sentinel")))
+}
+
+func runSentinel(f *os.File) int {
+	var dirs []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		switch line := sc.Text(); {
+		case line == "x":
+			dirs = nil
+		case strings.HasPrefix(line, "g "):
+			dirs = strings.Split(line[2:], "\t")
+		}
+	}
+	if len(dirs) == 0 {
+		return 0
+	}
+	// guardrun is gone and left its group behind.
+	if err := cgroup.Reclaim(dirs[0], dirs[1:]...); err != nil {
+		fmt.Fprintf(os.Stderr, "guardrun: sentinel: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "guardrun: sentinel: guardrun died; killed what was left in %s and removed it\n", dirs[0])
+	return 0
+}
