@@ -1,0 +1,526 @@
+package observe
+
+import (
+	"bytes"
+	"fmt"
+	"image/color"
+	"math"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	xfont "golang.org/x/image/font"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/font"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/text"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
+
+	"github.com/guardrun/guardrun/cgroup"
+)
+
+// The chart's size: 16:9 at 8 inches fits a laptop screen, a CI summary
+// and a slide without scaling the text below readable. A PNG is drawn
+// at 144 dpi (1152x648) so it stays sharp on a high-density screen.
+const (
+	chartWidth  = 8 * vg.Inch
+	chartHeight = 4.5 * vg.Inch
+	chartDPI    = 144
+)
+
+// Each series has a colour of its own: the eye matches the legend by it,
+// and the tests find a series in the SVG by it.
+var (
+	colorUsage     = rgb(0x1f77b4)
+	colorCeiling   = rgb(0xd62728)
+	colorRestartAt = rgb(0xff7f0e)
+	colorRestart   = rgb(0x7f7f7f)
+	colorOOM       = rgb(0xc00000)
+	colorCrossed   = rgb(0xe6550d)
+	colorLeak      = rgb(0x7b3294)
+	colorPressure  = rgb(0x8c510a)
+	colorGrid      = rgb(0xe6e6e6)
+	colorNote      = rgb(0x555555)
+)
+
+// chartMarks are the event kinds drawn as markers, in legend order.
+var chartMarks = []struct {
+	kind, label string
+	glyph       draw.GlyphStyle
+}{
+	{"oom_kill", "OOM kill", draw.GlyphStyle{Color: colorOOM, Radius: 6, Shape: boldCross{}}},
+	{"threshold_crossed", "crossed restart-at", draw.GlyphStyle{Color: colorCrossed, Radius: 5, Shape: draw.PyramidGlyph{}}},
+	{"leak_suspected", "leak suspected", draw.GlyphStyle{Color: colorLeak, Radius: 5, Shape: boldRing{}}},
+	{"pressure", "memory pressure", draw.GlyphStyle{Color: colorPressure, Radius: 4, Shape: draw.BoxGlyph{}}},
+}
+
+// ChartFormat returns the format for a --chart path by its extension.
+func ChartFormat(path string) (string, error) {
+	switch ext := strings.ToLower(filepath.Ext(path)); ext {
+	case ".svg", ".png":
+		return ext[1:], nil
+	case "":
+		return "", fmt.Errorf("%s: no extension to tell the format; accepted: .svg, .png", path)
+	default:
+		return "", fmt.Errorf("%s: %s is not a chart format; accepted: .svg, .png", path, ext)
+	}
+}
+
+// Chart draws the report's memory timeline; format is "svg" or "png".
+func Chart(r *Report, format string) ([]byte, error) {
+	var c vg.CanvasWriterTo
+	switch format {
+	case "svg":
+		// Fonts are not embedded: that would add ~400 KiB per face, and
+		// every viewer has a sans-serif to fall back on.
+		c = vgsvg.New(chartWidth, chartHeight)
+	case "png":
+		c = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(chartWidth, chartHeight), vgimg.UseDPI(chartDPI))}
+	default:
+		return nil, fmt.Errorf("chart format %q: accepted: svg, png", format)
+	}
+	if r == nil {
+		return nil, fmt.Errorf("chart: no report")
+	}
+	drawChart(draw.New(c), r)
+	var b bytes.Buffer
+	if _, err := c.WriteTo(&b); err != nil {
+		return nil, fmt.Errorf("chart: encode %s: %w", format, err)
+	}
+	if format == "svg" {
+		// Liberation Sans is metric-compatible with Arial, so where it is
+		// not installed Arial sets the text in the widths it was laid
+		// out for; without a fallback a browser would pick a serif.
+		return bytes.ReplaceAll(b.Bytes(), []byte("font-family:Liberation Sans;"), []byte("font-family:'Liberation Sans',Arial,Helvetica,sans-serif;")), nil
+	}
+	return b.Bytes(), nil
+}
+
+// drawChart lays out the plot with its legend beside it, outside the data:
+// a legend inside would cover the usage line wherever it is placed, since
+// a leak climbs through every corner of the chart.
+func drawChart(dc draw.Canvas, r *Report) {
+	dc.SetColor(color.White)
+	dc.Fill(dc.Rectangle.Path())
+	dc = draw.Crop(dc, 6, -10, 4, -8)
+
+	p, legend, note := buildChart(r)
+	width := vg.Length(0)
+	for _, e := range legend {
+		width = max(width, legendStyle().Width(" "+e.name))
+	}
+	if width > 0 {
+		width += 20 + 14 // thumbnail, gap to the plot
+	}
+	plotC := draw.Crop(dc, 0, -width, 0, 0)
+	p.Draw(plotC)
+	data := p.DataCanvas(plotC)
+
+	l := plot.NewLegend()
+	l.Top, l.Left, l.TextStyle, l.Padding = true, true, legendStyle(), 3
+	for _, e := range legend {
+		l.Add(e.name, e.thumbs...)
+	}
+	lc := dc
+	lc.Min.X, lc.Max.Y = dc.Max.X-width+14, data.Max.Y
+	l.Draw(lc)
+
+	if note != "" {
+		sty := textStyle(11, false)
+		sty.Color, sty.XAlign, sty.YAlign = colorNote, draw.XCenter, draw.YCenter
+		data.FillText(sty, data.Center(), note)
+	}
+}
+
+type legendEntry struct {
+	name   string
+	thumbs []plot.Thumbnailer
+}
+
+// buildChart turns the report into a plot, its legend entries, and a note
+// for the middle of an empty chart.
+func buildChart(r *Report) (*plot.Plot, []legendEntry, string) {
+	p := plot.New()
+	p.Title.Text = chartTitle(r)
+	p.Title.TextStyle = textStyle(13, true)
+	p.Title.Padding = 6
+	p.X.Label.Text = "time since start"
+	if !r.Started.IsZero() {
+		p.X.Label.Text += " (" + r.Started.Format("2006-01-02 15:04:05 MST") + ")"
+	}
+	p.Y.Label.Text = "memory"
+	for _, a := range []*plot.Axis{&p.X, &p.Y} {
+		a.Label.TextStyle = withFont(a.Label.TextStyle, 11)
+		a.Tick.Label = withFont(a.Tick.Label, 10)
+	}
+	p.X.Tick.Marker = timeTicks{}
+	p.Y.Tick.Marker = byteTicks{}
+
+	grid := plotter.NewGrid()
+	grid.Vertical.Color = nil
+	grid.Horizontal.Color, grid.Horizontal.Width = colorGrid, 0.75
+	p.Add(grid)
+	// The legend lists the series by importance, but they are drawn in
+	// layers: the levels over the line, so a ceiling stays visible where
+	// usage runs along it, and the markers over both.
+	const (
+		layerRestarts = iota
+		layerUsage
+		layerLevels
+		layerMarks
+	)
+	layers := make([][]plot.Plotter, layerMarks+1)
+	var legend []legendEntry
+	add := func(name string, layer int, pl interface {
+		plot.Plotter
+		plot.Thumbnailer
+	}) {
+		layers[layer] = append(layers[layer], pl)
+		legend = append(legend, legendEntry{name, []plot.Thumbnailer{pl}})
+	}
+
+	at := func(t time.Time) float64 { return t.Sub(r.Started).Seconds() }
+	xmax, ymax := 0.0, float64(max(r.Ceiling, r.RestartAt, r.Peak))
+	if !r.Ended.IsZero() {
+		xmax = at(r.Ended)
+	}
+	usage := usageLine{segs: perChild(r, at), style: draw.LineStyle{Color: colorUsage, Width: 1.5}}
+	for _, s := range r.Samples {
+		xmax, ymax = max(xmax, at(s.T)), max(ymax, float64(s.Usage))
+	}
+	if len(usage.segs) > 0 {
+		add("memory usage", layerUsage, usage)
+	}
+	if r.Ceiling > 0 {
+		l := hline{float64(r.Ceiling), draw.LineStyle{Color: colorCeiling, Width: 1.5, Dashes: []vg.Length{6, 4}}}
+		add("ceiling "+cgroup.FormatSize(r.Ceiling), layerLevels, l)
+	}
+	if r.RestartAt > 0 {
+		l := hline{float64(r.RestartAt), draw.LineStyle{Color: colorRestartAt, Width: 1.5, Dashes: []vg.Length{6, 4}}}
+		add("restart-at "+cgroup.FormatSize(r.RestartAt), layerLevels, l)
+	}
+
+	restarts := vlines{style: draw.LineStyle{Color: colorRestart, Width: 1, Dashes: []vg.Length{2, 3}}}
+	first := true
+	for _, m := range r.Events {
+		xmax = max(xmax, at(m.T))
+		if m.Kind == "started" {
+			if !first {
+				restarts.xs = append(restarts.xs, at(m.T))
+			}
+			first = false
+		}
+	}
+	if n := len(restarts.xs); n > 0 {
+		add(fmt.Sprintf("restart (%d)", n), layerRestarts, restarts)
+	}
+	for _, k := range chartMarks {
+		var pts plotter.XYs
+		for _, m := range r.Events {
+			if m.Kind == k.kind {
+				y := float64(m.Usage)
+				if m.Usage == 0 {
+					y = usageAt(r.Samples, m.T)
+				}
+				pts = append(pts, plotter.XY{X: at(m.T), Y: y})
+				ymax = max(ymax, y)
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		s, _ := plotter.NewScatter(pts) // cannot fail: the points are finite
+		s.GlyphStyle = k.glyph
+		add(fmt.Sprintf("%s (%d)", k.label, len(pts)), layerMarks, s)
+	}
+	for _, l := range layers {
+		p.Add(l...)
+	}
+	if r.EventsDropped > 0 {
+		legend = append(legend, legendEntry{name: fmt.Sprintf("(%d events not kept)", r.EventsDropped)})
+	}
+
+	// The axes start at zero and leave room above the ceiling, so the
+	// distance to it reads as a share of it; an empty run still gets a
+	// scale to show its note on.
+	if ymax == 0 {
+		ymax = 64 << 20
+	}
+	if xmax <= 0 {
+		xmax = 1
+	}
+	p.X.Min, p.X.Max = 0, xmax
+	p.Y.Min, p.Y.Max = 0, ymax*1.08
+	return p, legend, chartNote(r)
+}
+
+// perChild splits the samples into one line per child: nothing ran and
+// nothing was sampled between a child's exit and the next start, and a
+// line across the gap would draw memory that no process held.
+func perChild(r *Report, at func(time.Time) float64) []plotter.XYs {
+	var segs []plotter.XYs
+	var seg plotter.XYs
+	ev := 0
+	for _, s := range r.Samples {
+		for ; ev < len(r.Events) && !r.Events[ev].T.After(s.T); ev++ {
+			if r.Events[ev].Kind == "exited" && len(seg) > 0 {
+				segs, seg = append(segs, seg), nil
+			}
+		}
+		seg = append(seg, plotter.XY{X: at(s.T), Y: float64(s.Usage)})
+	}
+	if len(seg) > 0 {
+		segs = append(segs, seg)
+	}
+	return segs
+}
+
+// chartNote is the text across a chart with fewer than two samples: it
+// has no line to read, so the note says why, and how the run ended, which
+// is then all there is to know.
+func chartNote(r *Report) string {
+	var note string
+	switch {
+	case len(r.Samples) == 0 && r.SampleEvery == 0:
+		note = "no memory samples: sampling was off"
+	case len(r.Samples) == 0:
+		note = "no memory samples"
+	case len(r.Samples) == 1:
+		note = "one memory sample: the run ended before the next"
+	default:
+		return ""
+	}
+	if r.Exit == nil || r.Exit.Message == "" {
+		return note
+	}
+	// Wrapped to stay inside the data area: 60 characters at 11pt are
+	// about 300pt of its 420.
+	line := ""
+	for _, w := range strings.Fields(r.Exit.Message) {
+		if line != "" && len(line)+1+len(w) > 60 {
+			note, line = note+"\n"+line, ""
+		}
+		line = strings.TrimPrefix(line+" "+w, " ")
+	}
+	return note + "\n" + line
+}
+
+// chartTitle says the run's outcome in a line: "api: peak 256 MiB of
+// 256 MiB, 3 OOM kills, 5 restarts".
+func chartTitle(r *Report) string {
+	if count(r.Events, "started") == 0 && len(r.Samples) == 0 {
+		return r.Run + ": not started"
+	}
+	s := r.Run + ": peak " + cgroup.FormatSize(r.Peak)
+	if r.Ceiling > 0 {
+		s += " of " + cgroup.FormatSize(r.Ceiling)
+	}
+	if n := count(r.Events, "oom_kill"); n > 0 {
+		s += ", " + plural(n, "OOM kill")
+	}
+	if r.Restarts > 0 {
+		s += ", " + plural(r.Restarts, "restart")
+	}
+	return s
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
+// usageAt is the last sample's usage at or before t: where an event that
+// carries no usage of its own sits on the line.
+func usageAt(s []Point, t time.Time) float64 {
+	i := sort.Search(len(s), func(i int) bool { return s[i].T.After(t) })
+	if i == 0 {
+		return 0
+	}
+	return float64(s[i-1].Usage)
+}
+
+func rgb(v uint32) color.RGBA {
+	return color.RGBA{R: uint8(v >> 16), G: uint8(v >> 8), B: uint8(v), A: 0xff}
+}
+
+// textStyle is the chart's sans-serif from gonum's built-in Liberation
+// fonts: nothing depends on the fonts installed where guardrun runs.
+func textStyle(size vg.Length, bold bool) text.Style {
+	sty := withFont(plot.New().Title.TextStyle, size)
+	if bold {
+		sty.Font.Weight = xfont.WeightBold
+	}
+	return sty
+}
+
+func withFont(sty text.Style, size vg.Length) text.Style {
+	sty.Font = font.From(font.Font{Typeface: "Liberation", Variant: "Sans"}, size)
+	return sty
+}
+
+func legendStyle() text.Style {
+	sty := textStyle(10, false)
+	sty.XAlign, sty.YAlign = draw.XLeft, draw.YBottom
+	return sty
+}
+
+// usageLine is the usage over time, one segment per child.
+type usageLine struct {
+	segs  []plotter.XYs
+	style draw.LineStyle
+}
+
+func (u usageLine) Plot(c draw.Canvas, p *plot.Plot) {
+	x, y := p.Transforms(&c)
+	for _, seg := range u.segs {
+		pts := make([]vg.Point, len(seg))
+		for i, xy := range seg {
+			pts[i] = vg.Point{X: x(xy.X), Y: y(xy.Y)}
+		}
+		if len(pts) == 1 {
+			// A child sampled once: a dot, as a one-point line is invisible.
+			c.DrawGlyph(draw.GlyphStyle{Color: u.style.Color, Radius: 2.5, Shape: draw.CircleGlyph{}}, pts[0])
+			continue
+		}
+		c.StrokeLines(u.style, c.ClipLinesXY(pts)...)
+	}
+}
+
+func (u usageLine) Thumbnail(c *draw.Canvas) {
+	y := c.Center().Y
+	c.StrokeLine2(u.style, c.Min.X, y, c.Max.X, y)
+}
+
+// hline is a level across the whole run: the ceiling, --restart-at.
+type hline struct {
+	y     float64
+	style draw.LineStyle
+}
+
+func (h hline) Plot(c draw.Canvas, p *plot.Plot) {
+	_, y := p.Transforms(&c)
+	c.StrokeLine2(h.style, c.Min.X, y(h.y), c.Max.X, y(h.y))
+}
+
+func (h hline) Thumbnail(c *draw.Canvas) {
+	y := c.Center().Y
+	c.StrokeLine2(h.style, c.Min.X, y, c.Max.X, y)
+}
+
+// vlines mark moments across the whole height: the restarts. In a crash
+// loop they would be closer than the eye can tell apart and grey out the
+// chart, so there they shrink to a rug of ticks along the top.
+type vlines struct {
+	xs    []float64
+	style draw.LineStyle
+}
+
+func (v vlines) Plot(c draw.Canvas, p *plot.Plot) {
+	x, _ := p.Transforms(&c)
+	bottom, sty := c.Min.Y, v.style
+	if (c.Max.X-c.Min.X)/vg.Length(len(v.xs)) < 12 {
+		bottom, sty.Dashes = c.Max.Y-8, nil
+	}
+	for _, t := range v.xs {
+		c.StrokeLine2(sty, x(t), bottom, x(t), c.Max.Y)
+	}
+}
+
+func (v vlines) Thumbnail(c *draw.Canvas) {
+	x := c.Center().X
+	c.StrokeLine2(v.style, x, c.Min.Y, x, c.Max.Y)
+}
+
+// boldCross and boldRing are gonum's cross and ring, drawn thick enough to
+// find at a glance: gonum strokes them half a point wide.
+type boldCross struct{}
+
+func (boldCross) DrawGlyph(c *draw.Canvas, sty draw.GlyphStyle, pt vg.Point) {
+	c.SetLineStyle(draw.LineStyle{Color: sty.Color, Width: 2.5})
+	r := sty.Radius * math.Sqrt2 / 2
+	var p vg.Path
+	p.Move(vg.Point{X: pt.X - r, Y: pt.Y - r})
+	p.Line(vg.Point{X: pt.X + r, Y: pt.Y + r})
+	p.Move(vg.Point{X: pt.X - r, Y: pt.Y + r})
+	p.Line(vg.Point{X: pt.X + r, Y: pt.Y - r})
+	c.Stroke(p)
+}
+
+type boldRing struct{}
+
+func (boldRing) DrawGlyph(c *draw.Canvas, sty draw.GlyphStyle, pt vg.Point) {
+	c.SetLineStyle(draw.LineStyle{Color: sty.Color, Width: 2})
+	var p vg.Path
+	p.Move(vg.Point{X: pt.X + sty.Radius, Y: pt.Y})
+	p.Arc(pt, sty.Radius, 0, 2*math.Pi)
+	p.Close()
+	c.Stroke(p)
+}
+
+// timeTicks label seconds since the start as a person says them: 0s, 30s,
+// 1m, 2m30s, 1h; sub-second runs in ms.
+type timeTicks struct{}
+
+func (timeTicks) Ticks(lo, hi float64) []plot.Tick {
+	steps := []float64{0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800,
+		3600, 2 * 3600, 3 * 3600, 6 * 3600, 12 * 3600, 24 * 3600, 2 * 24 * 3600, 7 * 24 * 3600}
+	return ticks(lo, hi, steps, func(v float64) string {
+		s := (time.Duration(math.Round(v*1000)) * time.Millisecond).String()
+		if strings.HasSuffix(s, "m0s") {
+			s = strings.TrimSuffix(s, "0s") // 2m0s: 2m
+		}
+		if strings.HasSuffix(s, "h0m") {
+			s = strings.TrimSuffix(s, "0m") // 1h0m: 1h
+		}
+		return s
+	})
+}
+
+// byteTicks label bytes in the unit of the axis' top (KiB, MiB, GiB; base
+// 1024, as --max takes them), at 1, 2 or 5 of a power of ten in it.
+type byteTicks struct{}
+
+func (byteTicks) Ticks(lo, hi float64) []plot.Tick {
+	unit, name := 1.0, "B"
+	for i, n := range []string{"KiB", "MiB", "GiB", "TiB"} {
+		if u := math.Pow(1024, float64(i+1)); hi >= 2*u {
+			unit, name = u, n
+		}
+	}
+	var steps []float64
+	for e := -2.0; e <= 4; e++ {
+		for _, m := range []float64{1, 2, 5} {
+			steps = append(steps, m*math.Pow(10, e)*unit)
+		}
+	}
+	return ticks(lo, hi, steps, func(v float64) string {
+		if v == 0 {
+			return "0"
+		}
+		return strconv.FormatFloat(math.Round(v/unit*100)/100, 'f', -1, 64) + " " + name
+	})
+}
+
+// ticks places labelled ticks at the smallest step that gives at most
+// seven: more crowd the labels, fewer leave the values to guesswork.
+func ticks(lo, hi float64, steps []float64, label func(float64) string) []plot.Tick {
+	step := steps[len(steps)-1]
+	for _, s := range steps {
+		if (hi-lo)/s <= 7 {
+			step = s
+			break
+		}
+	}
+	var ts []plot.Tick
+	for i := math.Ceil(lo / step); i*step <= hi; i++ {
+		ts = append(ts, plot.Tick{Value: i * step, Label: label(i * step)})
+	}
+	return ts
+}

@@ -1,0 +1,454 @@
+package observe
+
+import (
+	"bytes"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"image/color"
+	"image/png"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gonum.org/v1/plot"
+)
+
+// The reports in testdata/report were recorded from real runs: a program
+// drove supervise.Run and observe.Recorder (as `guardrun --report` does)
+// with a real node child in a real cgroup v1 group, sampled every 200ms.
+//
+//	leak.json   a session cache that is never evicted, --max 256M
+//	            --restart-at 192M (4s grace), --restart on-failure, 75s:
+//	            each child leaks at its own pace, so some are restarted at
+//	            --restart-at and others outrun the grace and are OOM-killed
+//	flat.json   a node HTTP server answering its own requests, no ceiling,
+//	            30s, then stopped with SIGTERM
+//	crash.json  node failing at once on a missing module: one sample
+//	empty.json  --preflight 48G on a machine with 22.8 GiB available:
+//	            never started, no samples
+//
+// Until supervise's leak detector lands, leak.json's leak_suspected
+// events came from a stand-in in the recording program: growth of at
+// least 2 MiB/s over a 5s window of the real samples, once per child.
+
+func loadReport(t *testing.T, name string) *Report {
+	t.Helper()
+	path := filepath.Join("..", "testdata", "report", name+".json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return &r
+}
+
+// svgChart is what a test can see in a chart: its texts and its paths.
+type svgChart struct {
+	texts []string
+	paths []svgPath
+}
+
+type svgPath struct {
+	style string
+	pts   [][2]float64 // in SVG user units, y up (the chart flips its y)
+}
+
+func renderSVG(t *testing.T, r *Report) svgChart {
+	t.Helper()
+	b, err := Chart(r, "svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c svgChart
+	d := xml.NewDecoder(bytes.NewReader(b))
+	var inText bool
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("the SVG does not parse: %v", err)
+		}
+		switch tok := tok.(type) {
+		case xml.StartElement:
+			switch tok.Name.Local {
+			case "text":
+				inText = true
+				c.texts = append(c.texts, "")
+			case "path":
+				c.paths = append(c.paths, svgPath{style: attr(tok, "style"), pts: pathPoints(t, attr(tok, "d"))})
+			}
+		case xml.CharData:
+			if inText {
+				c.texts[len(c.texts)-1] += string(tok)
+			}
+		case xml.EndElement:
+			inText = inText && tok.Name.Local != "text"
+		}
+	}
+	return c
+}
+
+func attr(e xml.StartElement, name string) string {
+	for _, a := range e.Attr {
+		if a.Name.Local == name {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+var pathCmd = regexp.MustCompile(`[ML](-?[0-9.e+-]+),(-?[0-9.e+-]+)`)
+
+// pathPoints are the moves and lines of a path: the vertices of a line.
+func pathPoints(t *testing.T, d string) [][2]float64 {
+	var pts [][2]float64
+	for _, m := range pathCmd.FindAllStringSubmatch(d, -1) {
+		x, err1 := strconv.ParseFloat(m[1], 64)
+		y, err2 := strconv.ParseFloat(m[2], 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("path %q: bad point %q", d, m[0])
+		}
+		pts = append(pts, [2]float64{x, y})
+	}
+	return pts
+}
+
+func hex(c color.RGBA) string { return fmt.Sprintf("#%02X%02X%02X", c.R, c.G, c.B) }
+
+// drawn are the paths stroked or filled in the colour, legend thumbnail
+// included.
+func (c svgChart) drawn(clr color.RGBA) []svgPath {
+	var out []svgPath
+	for _, p := range c.paths {
+		if strings.Contains(p.style, "stroke:"+hex(clr)) || strings.Contains(p.style, "fill:"+hex(clr)) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c svgChart) has(t *testing.T, texts ...string) {
+	t.Helper()
+	for _, want := range texts {
+		found := false
+		for _, s := range c.texts {
+			found = found || s == want
+		}
+		if !found {
+			t.Errorf("no text %q in the chart; texts: %q", want, c.texts)
+		}
+	}
+}
+
+func (c svgChart) hasNone(t *testing.T, prefixes ...string) {
+	t.Helper()
+	for _, s := range c.texts {
+		for _, p := range prefixes {
+			if strings.HasPrefix(s, p) {
+				t.Errorf("text %q in the chart; want none starting %q", s, p)
+			}
+		}
+	}
+}
+
+// usageLine is the usage line's paths: every path in its colour but the
+// legend's thumbnail, the one with exactly two points that lie level (a
+// segment of the line starts at a child's first, near-empty sample and
+// climbs).
+func (c svgChart) usageLine() []svgPath {
+	var out []svgPath
+	for _, p := range c.drawn(colorUsage) {
+		if len(p.pts) != 2 || p.pts[0][1] != p.pts[1][1] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// usagePoints counts the usage line's vertices and segments.
+func (c svgChart) usagePoints() (points, segments int) {
+	for _, p := range c.usageLine() {
+		points += max(len(p.pts), 1) // a lone sample is a dot
+	}
+	return points, len(c.usageLine())
+}
+
+func TestChartLeakShowsCeilingRestartsAndOOMKills(t *testing.T) {
+	r := loadReport(t, "leak")
+	c := renderSVG(t, r)
+	oom, crossed, leak := count(r.Events, "oom_kill"), count(r.Events, "threshold_crossed"), count(r.Events, "leak_suspected")
+	starts := count(r.Events, "started")
+	if oom == 0 || crossed == 0 || leak == 0 || r.Restarts == 0 || starts != r.Restarts+1 {
+		t.Fatalf("the fixture lost its point: %d OOM kills, %d crossings, %d leaks, %d restarts, %d starts", oom, crossed, leak, r.Restarts, starts)
+	}
+	c.has(t,
+		fmt.Sprintf("api: peak 256 MiB of 256 MiB, %d OOM kills, %d restarts", oom, r.Restarts),
+		"memory", "time since start (2026-11-27 02:41:53 UTC)", "0s", "30s", "1m", "0", "250 MiB",
+		"memory usage", "ceiling 256 MiB", "restart-at 192 MiB",
+		fmt.Sprintf("restart (%d)", r.Restarts), fmt.Sprintf("OOM kill (%d)", oom),
+		fmt.Sprintf("crossed restart-at (%d)", crossed), fmt.Sprintf("leak suspected (%d)", leak))
+	c.hasNone(t, "memory pressure", "no memory samples")
+
+	// Each marker once per event, plus its legend thumbnail.
+	for _, m := range []struct {
+		what string
+		clr  color.RGBA
+		want int
+	}{
+		{"OOM kill", colorOOM, oom},
+		{"crossed restart-at", colorCrossed, crossed},
+		{"leak suspected", colorLeak, leak},
+		{"restart line", colorRestart, r.Restarts},
+		{"ceiling", colorCeiling, 1},
+		{"restart-at", colorRestartAt, 1},
+	} {
+		if got := len(c.drawn(m.clr)) - 1; got != m.want {
+			t.Errorf("%s drawn %d times; want %d", m.what, got, m.want)
+		}
+	}
+
+	// One segment per child, as many vertices as samples: the line breaks
+	// where a child ended and is not thinned.
+	pts, segs := c.usagePoints()
+	if segs != starts || pts < len(r.Samples) || pts > len(r.Samples)+2*segs {
+		t.Errorf("usage line: %d points in %d segments; want %d samples in %d", pts, segs, len(r.Samples), starts)
+	}
+
+	// The ceiling is inside the chart, above every sample, and the OOM
+	// kills sit on it.
+	ceiling := c.drawn(colorCeiling)[0].pts[0][1]
+	for _, p := range c.usageLine() {
+		for _, pt := range p.pts {
+			if pt[1] > ceiling+0.5 {
+				t.Fatalf("usage at y=%g is above the ceiling at y=%g", pt[1], ceiling)
+			}
+		}
+	}
+	if ceiling >= chartHeight.Points() {
+		t.Errorf("the ceiling at y=%g is outside the %gpt chart", ceiling, chartHeight.Points())
+	}
+	kill := c.drawn(colorOOM)[0].pts
+	if mid := (kill[0][1] + kill[1][1]) / 2; mid < ceiling-1 || mid > ceiling+1 {
+		t.Errorf("an OOM kill is drawn at y=%g, not on the ceiling at y=%g", mid, ceiling)
+	}
+}
+
+func TestChartFlatWithoutCeiling(t *testing.T) {
+	r := loadReport(t, "flat")
+	c := renderSVG(t, r)
+	c.has(t, "web: peak 27.8 MiB", "memory", "time since start (2026-11-27 02:39:39 UTC)", "memory usage", "30s", "25 MiB")
+	c.hasNone(t, "ceiling", "restart-at", "restart (", "OOM kill", "crossed", "leak suspected", "no memory samples")
+	if n := len(c.drawn(colorCeiling)) + len(c.drawn(colorRestart)) + len(c.drawn(colorOOM)); n != 0 {
+		t.Errorf("%d ceiling, restart or OOM kill paths in a run without any", n)
+	}
+	if pts, segs := c.usagePoints(); segs != 1 || pts < len(r.Samples) || pts > len(r.Samples)+2 {
+		t.Errorf("usage line: %d points in %d segments; want %d in 1", pts, segs, len(r.Samples))
+	}
+}
+
+func TestChartEmptyRunHasANote(t *testing.T) {
+	r := loadReport(t, "empty")
+	if len(r.Samples) != 0 {
+		t.Fatalf("fixture has %d samples", len(r.Samples))
+	}
+	c := renderSVG(t, r)
+	c.has(t, "batch: not started", "memory", "ceiling 48 GiB", "no memory samples", r.Exit.Message)
+	c.hasNone(t, "memory usage", "restart (")
+	if pts, _ := c.usagePoints(); pts != 0 {
+		t.Errorf("usage line with %d points in a run without samples", pts)
+	}
+}
+
+func TestChartOneSample(t *testing.T) {
+	r := loadReport(t, "crash")
+	if len(r.Samples) != 1 {
+		t.Fatalf("fixture has %d samples", len(r.Samples))
+	}
+	c := renderSVG(t, r)
+	c.has(t, "worker: peak 12.5 MiB of 512 MiB", "memory usage", "ceiling 512 MiB",
+		"one memory sample: the run ended before the next", r.Exit.Message)
+	// The lone sample is a dot: a filled path, not a one-point line.
+	dots := 0
+	for _, p := range c.drawn(colorUsage) {
+		if strings.Contains(p.style, "fill:"+hex(colorUsage)) {
+			dots++
+		}
+	}
+	if dots != 1 {
+		t.Errorf("%d dots for one sample", dots)
+	}
+}
+
+func TestChartNoteWrapsALongExitMessage(t *testing.T) {
+	r := loadReport(t, "empty")
+	r.SampleEvery = 0
+	r.Exit.Message = "gave up on batch, a crash loop: 5 restarts in 1m2s; last: was killed by the kernel OOM killer at its 48 GiB ceiling"
+	c := renderSVG(t, r)
+	c.has(t, "no memory samples: sampling was off")
+	var lines []string
+	for i, s := range c.texts {
+		if s == "no memory samples: sampling was off" {
+			lines = c.texts[i+1:]
+			break
+		}
+	}
+	var got []string
+	for _, l := range lines {
+		if got = append(got, l); strings.HasSuffix(l, "ceiling") {
+			break
+		}
+	}
+	if len(got) < 2 || strings.Join(got, " ") != r.Exit.Message {
+		t.Fatalf("note lines %q; want the exit message wrapped", got)
+	}
+	for _, l := range got {
+		if len(l) > 60 {
+			t.Errorf("note line %q is longer than 60 characters", l)
+		}
+	}
+}
+
+// longRun repeats the leak's sawtooth, events and all, until it has n
+// samples: a day-long crash loop, as a folded report holds it.
+func longRun(t *testing.T, n int) *Report {
+	r := loadReport(t, "leak")
+	period := r.Ended.Sub(r.Started)
+	samples, events := r.Samples, r.Events
+	r.Samples, r.Events = nil, nil
+	for k := 0; len(r.Samples) < n; k++ {
+		shift := time.Duration(k) * period
+		for _, s := range samples {
+			if len(r.Samples) < n {
+				r.Samples = append(r.Samples, Point{T: s.T.Add(shift), Usage: s.Usage})
+			}
+		}
+		for _, e := range events {
+			e.T = e.T.Add(shift)
+			r.Events = append(r.Events, e)
+		}
+		r.Ended = r.Started.Add(shift + period)
+	}
+	r.Restarts = count(r.Events, "started") - 1
+	return r
+}
+
+func TestChartTenThousandSamples(t *testing.T) {
+	r := longRun(t, 10000)
+	c := renderSVG(t, r)
+	if pts, _ := c.usagePoints(); pts < 10000 || pts > 10000+2*count(r.Events, "started") {
+		t.Errorf("usage line: %d points; want 10000", pts)
+	}
+	if got := len(c.drawn(colorOOM)) - 1; got != count(r.Events, "oom_kill") {
+		t.Errorf("%d OOM kills drawn; want %d", got, count(r.Events, "oom_kill"))
+	}
+	if got := len(c.drawn(colorRestart)) - 1; got != r.Restarts {
+		t.Errorf("%d restarts drawn; want %d", got, r.Restarts)
+	}
+	c.has(t, fmt.Sprintf("restart (%d)", r.Restarts), "10m", "20m")
+	b, err := Chart(r, "png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := png.Decode(bytes.NewReader(b)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestChartPNG(t *testing.T) {
+	for _, name := range []string{"leak", "flat", "crash", "empty"} {
+		b, err := Chart(loadReport(t, name), "png")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		img, err := png.Decode(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := img.Bounds().Size(); got.X != 1152 || got.Y != 648 {
+			t.Errorf("%s: %v; want 1152x648 (8x4.5in at 144 dpi)", name, got)
+		}
+	}
+}
+
+func TestChartIsDeterministic(t *testing.T) {
+	for _, format := range []string{"svg", "png"} {
+		a, err1 := Chart(loadReport(t, "leak"), format)
+		b, err2 := Chart(loadReport(t, "leak"), format)
+		if err1 != nil || err2 != nil {
+			t.Fatal(err1, err2)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: two charts of one report differ", format)
+		}
+	}
+}
+
+func TestChartRejectsUnknownFormat(t *testing.T) {
+	if _, err := Chart(loadReport(t, "flat"), "pdf"); err == nil || !strings.Contains(err.Error(), `"pdf"`) {
+		t.Fatalf("err = %v; want one naming the format", err)
+	}
+}
+
+func TestChartFormat(t *testing.T) {
+	for _, tc := range []struct {
+		path, want, err string
+	}{
+		{"run.svg", "svg", ""},
+		{"/var/tmp/run.png", "png", ""},
+		{"out/RUN.PNG", "png", ""},
+		{"run.v2.svg", "svg", ""},
+		{"run.jpg", "", "run.jpg: .jpg is not a chart format; accepted: .svg, .png"},
+		{"run.svgz", "", "run.svgz: .svgz is not a chart format; accepted: .svg, .png"},
+		{"chart", "", "chart: no extension to tell the format; accepted: .svg, .png"},
+		{"out.d/chart", "", "out.d/chart: no extension to tell the format; accepted: .svg, .png"},
+	} {
+		got, err := ChartFormat(tc.path)
+		if got != tc.want || (err == nil) != (tc.err == "") || (err != nil && err.Error() != tc.err) {
+			t.Errorf("ChartFormat(%q) = %q, %v; want %q, %q", tc.path, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+func TestChartTicks(t *testing.T) {
+	for _, tc := range []struct {
+		ticker     string
+		lo, hi     float64
+		wantLabels string
+	}{
+		{"time", 0, 75, "0s 15s 30s 45s 1m 1m15s"},
+		{"time", 0, 0.129, "0s 20ms 40ms 60ms 80ms 100ms 120ms"},
+		{"time", 0, 2, "0s 500ms 1s 1.5s 2s"},
+		{"time", 0, 3 * 3600, "0s 30m 1h 1h30m 2h 2h30m 3h"},
+		{"time", 0, 3 * 86400, "0s 12h 24h 36h 48h 60h 72h"},
+		{"bytes", 0, 280 << 20, "0 50 MiB 100 MiB 150 MiB 200 MiB 250 MiB"},
+		{"bytes", 0, 1.08 * (1 << 30), "0 200 MiB 400 MiB 600 MiB 800 MiB 1000 MiB"},
+		{"bytes", 0, 2.2 * (1 << 30), "0 0.5 GiB 1 GiB 1.5 GiB 2 GiB"},
+		{"bytes", 0, 52 << 30, "0 10 GiB 20 GiB 30 GiB 40 GiB 50 GiB"},
+		{"bytes", 0, 3000, "0 0.5 KiB 1 KiB 1.5 KiB 2 KiB 2.5 KiB"},
+		{"bytes", 0, 1500, "0 500 B 1000 B 1500 B"},
+	} {
+		var ts []string
+		var ticker plot.Ticker = byteTicks{}
+		if tc.ticker == "time" {
+			ticker = timeTicks{}
+		}
+		got := ticker.Ticks(tc.lo, tc.hi)
+		for _, tk := range got {
+			ts = append(ts, tk.Label)
+		}
+		if s := strings.Join(ts, " "); s != tc.wantLabels {
+			t.Errorf("%s ticks %g..%g: %q; want %q", tc.ticker, tc.lo, tc.hi, s, tc.wantLabels)
+		}
+	}
+}
