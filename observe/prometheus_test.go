@@ -1,0 +1,196 @@
+package observe
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestPrometheusScrapes has a real Prometheus server (Debian's package)
+// scrape Serve on loopback, and reads the run's counter back through its
+// query API as it changes between scrapes.
+func TestPrometheusScrapes(t *testing.T) {
+	bin, err := exec.LookPath("prometheus")
+	if err != nil {
+		// The VM (GUARDRUN_TEST_BACKEND=v2) has no apt; the host run in CI
+		// installs prometheus and must not skip, as for Alertmanager.
+		if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" && os.Getenv("GUARDRUN_TEST_BACKEND") != "v2" {
+			t.Fatal("needs prometheus (apt-get install prometheus), and GUARDRUN_TEST_REQUIRE=1 forbids skipping")
+		}
+		if os.Getenv("GUARDRUN_TEST_BACKEND") == "v2" {
+			t.Skip("needs prometheus, which the VM does not have; the host run checks this")
+		}
+		t.Skip("needs prometheus (apt-get install prometheus)")
+	}
+	dir := t.TempDir()
+
+	// Each scrape sees one restart more than the last: a value that moves
+	// shows Prometheus is reading the State at each scrape.
+	var scrapes atomic.Int64
+	const run = "prom-it"
+	m := NewMetrics(func() State {
+		return State{Run: run, Phase: PhaseRunning, Backend: "v1", Ceiling: 64 << 20,
+			Current: 1 << 20, Peak: 2 << 20, Restarts: int(scrapes.Add(1))}
+	})
+	bound, done, err := Serve(t.Context(), "127.0.0.1:0", false, m.Handler())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { <-done }) // after t.Context is cancelled
+
+	cfg := fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: guardrun
+    static_configs:
+      - targets: [%q]
+`, bound)
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Never 9090: a Prometheus already running on the host has it.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := l.Addr().String()
+	l.Close()
+	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	prom := exec.Command(bin,
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address="+web)
+	prom.Stdout, prom.Stderr = logf, logf
+	start := time.Now()
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Registered after t.TempDir, so it runs before the directory is
+	// removed: Prometheus must be gone before its TSDB is.
+	t.Cleanup(func() {
+		prom.Process.Signal(syscall.SIGTERM)
+		exited := make(chan struct{})
+		go func() { prom.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			prom.Process.Kill()
+			<-exited
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("prometheus log:\n%s", b)
+		}
+	})
+
+	base := "http://" + web
+	deadline := start.Add(30 * time.Second)
+	for !promGet(base+"/-/ready", nil) {
+		if time.Now().After(deadline) {
+			t.Fatal("prometheus not ready within 30s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("prometheus %s ready after %v", web, time.Since(start).Round(time.Millisecond))
+
+	// The first scrape comes about 5 s after ready, not 1 s: Prometheus
+	// 2.42 hands discovered targets to its scrape manager on a 5 s tick
+	// (discovery's updatert and the scrape manager's reload loop), and no
+	// flag of that version shortens it.
+	query := base + "/api/v1/query?query=" + url.QueryEscape(`guardrun_restarts_total{run="`+run+`"}`)
+	first := -1.0
+	for {
+		if v, ok := promQuery(query); ok {
+			if first < 0 {
+				first = v
+				t.Logf("first value %v after %v", v, time.Since(start).Round(time.Millisecond))
+			} else if v > first {
+				t.Logf("value %v after %v", v, time.Since(start).Round(time.Millisecond))
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("guardrun_restarts_total{run=%q} never rose within 30s (first value %v)", run, first)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	var targets struct {
+		Data struct {
+			ActiveTargets []struct {
+				ScrapeURL string `json:"scrapeUrl"`
+				Health    string `json:"health"`
+				LastError string `json:"lastError"`
+			} `json:"activeTargets"`
+		} `json:"data"`
+	}
+	if !promGet(base+"/api/v1/targets", &targets) {
+		t.Fatal("GET /api/v1/targets failed")
+	}
+	at := targets.Data.ActiveTargets
+	if len(at) != 1 || at[0].ScrapeURL != "http://"+bound+"/metrics" || at[0].Health != "up" || at[0].LastError != "" {
+		t.Fatalf("targets %+v, want one, http://%s/metrics, up", at, bound)
+	}
+
+	// The figures come through as exported, labels and all.
+	for q, want := range map[string]float64{
+		`guardrun_up{run="` + run + `"}`:                                1,
+		`guardrun_memory_limit_bytes{run="` + run + `"}`:                64 << 20,
+		`guardrun_info{run="` + run + `",backend="v1",phase="running"}`: 1,
+	} {
+		if v, ok := promQuery(base + "/api/v1/query?query=" + url.QueryEscape(q)); !ok || v != want {
+			t.Errorf("%s = %v (found %v), want %v", q, v, ok, want)
+		}
+	}
+}
+
+// promGet fetches u and, if v is not nil, decodes its JSON body into v; it
+// reports whether that worked with status 200.
+func promGet(u string, v any) bool {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(u)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false
+	}
+	return v == nil || json.NewDecoder(resp.Body).Decode(v) == nil
+}
+
+// promQuery runs an instant query and returns its one sample's value.
+func promQuery(u string) (float64, bool) {
+	var r struct {
+		Status string `json:"status"`
+		Data   struct {
+			Result []struct {
+				Value [2]any `json:"value"` // [unix time, "value"]
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if !promGet(u, &r) || r.Status != "success" || len(r.Data.Result) != 1 {
+		return 0, false
+	}
+	s, ok := r.Data.Result[0].Value[1].(string)
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	return v, err == nil
+}
