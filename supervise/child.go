@@ -56,6 +56,10 @@ func (s *supervisor) runChild() (*Result, error) {
 	}
 	if cfg.Sample > 0 {
 		c.sampler = &sampler{every: cfg.Sample}
+		if cfg.LeakWindow > 0 {
+			// Per child: a restart's start-up ramp is a new warm-up.
+			c.leaks = newLeakDetector(cfg.LeakWindow, cfg.Limits.Max)
+		}
 		c.sample()
 		t := time.NewTicker(cfg.Sample)
 		defer t.Stop()
@@ -159,6 +163,7 @@ type child struct {
 	oomSeen     uint64           // the group's oom_kill count at the last sample
 	detailAt    time.Time        // the last sample with memory.stat and processes
 	detailUsage uint64           // the usage then
+	leaks       *leakDetector    // nil: no leak forecast
 }
 
 // detailEvery is how often a sample also reads memory.stat and each
@@ -166,6 +171,17 @@ type child struct {
 // next to nothing, one /proc file per process of a large tree does not.
 // Events that carry a diagnosis take a full sample of their own first.
 const detailEvery = 5 * time.Second
+
+// leakCheck feeds the leak forecast; a leak it establishes is an event.
+func (c *child) leakCheck(now time.Time, st cgroup.Stats) {
+	if c.leaks == nil {
+		return
+	}
+	if l, ok := c.leaks.add(Sample{Time: now, Usage: st.Current}); ok {
+		c.em.emit(Event{Kind: LeakSuspected, Time: now, Pid: c.p.Pid, Usage: l.Usage, Limit: l.Limit,
+			Rate: l.Rate, Left: l.Left, Restarts: c.restarts, Reason: l.String(), Diagnosis: c.diagnosis()})
+	}
+}
 
 // moved reports whether usage changed by more than an eighth since the
 // last detailed sample: a group that grows fast is heading for an
