@@ -28,7 +28,6 @@ func (s *supervisor) runChild() (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.sen.watch(g)
 	defer g.Remove()
 	if why := cgroup.NoCgroupReason(g); why != "" && s.restarts == 0 {
 		log.Warn("no cgroup: the ceiling is enforced best-effort by sampling RSS, and a fast leak can overshoot it", "run", cfg.Name, "why", why)
@@ -53,6 +52,12 @@ func (s *supervisor) runChild() (*Result, error) {
 	c := &child{supervisor: s, g: g, p: cmd.Process, r: r}
 	if w != nil {
 		c.notices = w.C
+	}
+	switch {
+	case s.sen != nil:
+		s.sen.watch(g)
+	case cfg.Sentinel && !s.senTried && g.Backend() != "none":
+		c.sentinelDue = time.After(sentinelAfter)
 	}
 	if cfg.Sample > 0 {
 		c.sampler = &sampler{every: cfg.Sample}
@@ -164,6 +169,7 @@ type child struct {
 	detailAt    time.Time        // the last sample with memory.stat and processes
 	detailUsage uint64           // the usage then
 	leaks       *leakDetector    // nil: no leak forecast
+	sentinelDue <-chan time.Time // when to start the run's sentinel
 }
 
 // detailEvery is how often a sample also reads memory.stat and each
@@ -276,6 +282,9 @@ func (c *child) supervise() {
 		case <-c.grace:
 			c.grace = nil
 			c.graceOver()
+		case <-c.sentinelDue:
+			c.sentinelDue = nil
+			c.ensureSentinel(c.g)
 		case now := <-c.samples:
 			c.sampleAt(now, false)
 		}

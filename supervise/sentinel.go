@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
 	"golang.org/x/sys/unix"
@@ -28,6 +29,27 @@ const sentinelEnv = "GUARDRUN_SENTINEL"
 type sentinel struct {
 	w   *os.File
 	cmd *exec.Cmd
+}
+
+// sentinelAfter is how long a child runs before guardrun starts its
+// sentinel. Starting one costs a fork, an exec and a Go runtime's start
+// on a second CPU: about 3-5 ms, which would be half the cost of wrapping
+// a short command (a compiler step in a CI build, `true`). A child that
+// has not forked and daemonised within 100 ms of its start, with guardrun
+// SIGKILLed in that moment too, is left to the next start of the name.
+const sentinelAfter = 100 * time.Millisecond
+
+// ensureSentinel starts the run's sentinel once, and names the group.
+func (s *supervisor) ensureSentinel(g cgroup.Group) {
+	if !s.senTried {
+		s.senTried = true
+		sen, err := startSentinel()
+		if err != nil {
+			s.cfg.Log.Warn("no sentinel: if guardrun is killed, what the child forked lives on until the next start of the name", "run", s.cfg.Name, "err", err)
+		}
+		s.sen = sen
+	}
+	s.sen.watch(g)
 }
 
 // startSentinel starts the sentinel; a sentinel that cannot start leaves
@@ -81,7 +103,12 @@ func (s *sentinel) close() {
 	}
 	s.clear()
 	s.w.Close()
-	s.cmd.Wait() // an init may have reaped it already: ECHILD is fine
+	// It exits as soon as it has read the pipe, but a Go process takes
+	// milliseconds to start and end: guardrun does not wait for that. It
+	// is reaped here when it is done, or, when guardrun exits first, by
+	// whoever inherits it; as an init guardrun may have reaped it already
+	// (ECHILD is fine).
+	go s.cmd.Wait()
 }
 
 // MaybeSentinel runs the sentinel and exits when this process is one.

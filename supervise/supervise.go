@@ -64,8 +64,9 @@ type Config struct {
 	LeakWindow time.Duration
 
 	// Sentinel starts a sentinel process that, if guardrun dies (even by
-	// SIGKILL), kills what is left in the child's group and removes it.
-	// The binary must call MaybeSentinel first thing in main.
+	// SIGKILL), kills what is left in the child's group and removes it,
+	// once a child has run for sentinelAfter. The binary must call
+	// MaybeSentinel first thing in main.
 	Sentinel bool
 	// Init makes guardrun a child subreaper that reaps every orphan, as an
 	// init must (PID 1 in a container). Off in tests that share a process.
@@ -123,14 +124,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	s := &supervisor{cfg: cfg, sigs: sigs, ctx: ctx, hints: strings.Join(hints, " "),
 		em:   &emitter{run: cfg.Name, log: cfg.Log, sink: cfg.Events, now: cfg.Now},
 		loop: crashLoop{max: cfg.MaxRestarts, window: cfg.RestartWindow}}
-	if cfg.Sentinel {
-		sen, err := startSentinel()
-		if err != nil {
-			cfg.Log.Warn("no sentinel: if guardrun is killed, what the child forked lives on until the next start of the name", "run", cfg.Name, "err", err)
-		}
-		s.sen = sen
-		defer sen.close()
-	}
+	defer func() { s.sen.close() }()
 	return s.run()
 }
 
@@ -142,8 +136,9 @@ type supervisor struct {
 	em       *emitter
 	loop     crashLoop
 	restarts int
-	hints    string // heap hints set, for the first started event
-	sen      *sentinel
+	hints    string    // heap hints set, for the first started event
+	sen      *sentinel // nil until the first child has run for sentinelAfter
+	senTried bool
 }
 
 // run is tini's main, with a restart loop around it: preflight, start,
