@@ -29,6 +29,7 @@ import (
 var version = ""
 
 func main() {
+	supervise.MaybeSentinel()
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 
@@ -53,7 +54,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 	return &cli.App{
 		Name:      "guardrun",
 		Usage:     "run a command under a kernel-enforced memory ceiling and say why it died",
-		UsageText: "guardrun [flags] -- COMMAND [ARGS...]\nguardrun check\nguardrun version",
+		UsageText: "guardrun [flags] -- COMMAND [ARGS...]\nguardrun status [--json] [--watch] [NAME]\nguardrun check\nguardrun version",
 		Description: `Runs COMMAND in its own cgroup (v2, or v1 where the host binds memory there)
 with a memory ceiling that covers it and every process it forks. Signals are
 forwarded; guardrun exits with the child's status.
@@ -82,6 +83,7 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 			return err
 		},
 		Commands: []*cli.Command{
+			statusCommand(stdout, stderr, code),
 			{
 				Name:  "check",
 				Usage: "print what this host offers and whether a ceiling can be enforced",
@@ -127,13 +129,20 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	cfg := s.supervise
 	cfg.Log = log
 	cfg.Init = true
+	cfg.Sentinel = true
 	flush := startNotifier(s.notify, &cfg)
+	finish, err := startObserve(ctx, s.observe, &cfg, len(s.notify.sinks) > 0)
+	if err != nil {
+		flush()
+		return 0, err
+	}
 	sdDone, err := startSystemd(&cfg, s.notifyReady)
 	if err != nil {
 		return 0, &userError{msg: err.Error(), code: supervise.ExitInternal}
 	}
 	r, err := supervise.Run(ctx, cfg)
 	sdDone()
+	finish(r, err)
 	flush()
 	if errors.Is(err, supervise.ErrStopped) {
 		fmt.Fprintf(stderr, "%sguardrun: %s: stopped while waiting for memory; nothing was started\n", prio(journal, 4), cfg.Name)

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -24,6 +26,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	supervise.MaybeSentinel()
 	testchild.MaybeRun()
 	testscript.Main(m, map[string]func(){
 		"guardrun": func() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) },
@@ -41,7 +44,16 @@ func TestCLI(t *testing.T) {
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("BACKEND", h.Version())
-			return nil
+			// State files go to the script's own directory, not the
+			// host's /run/guardrun (status.txt checks that default).
+			e.Setenv("GUARDRUN_STATE_DIR", filepath.Join(e.WorkDir, "state"))
+			// A free loopback port of the script's own, for --metrics-addr.
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			e.Setenv("PORT", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+			return l.Close()
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"status":   cmdStatus,
@@ -52,6 +64,8 @@ func TestCLI(t *testing.T) {
 			"reaped":   cmdReaped,
 			"parent":   cmdParent,
 			"receiver": cmdReceiver,
+			"fetch":    cmdFetch,
+			"sentinel": cmdSentinel,
 		},
 	})
 }
@@ -172,6 +186,58 @@ func cmdReceiver(ts *testscript.TestScript, neg bool, args []string) {
 	}))
 	ts.Defer(srv.Close)
 	ts.Setenv("RECEIVER", srv.URL)
+}
+
+// fetch URL FILE [REGEXP]: GET URL over loopback into FILE, retrying
+// (bounded) until it answers 200 and, when given, the body matches REGEXP.
+func cmdFetch(ts *testscript.TestScript, neg bool, args []string) {
+	re := regexp.MustCompile(".")
+	if len(args) == 3 {
+		re = regexp.MustCompile("(?m)" + args[2])
+	}
+	client := &http.Client{Timeout: time.Second}
+	var last string
+	for i := 0; i < 100; i++ {
+		resp, err := client.Get(args[0])
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && re.Match(b) {
+				ts.Check(os.WriteFile(ts.MkAbs(args[1]), b, 0o644))
+				return
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, b)
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	ts.Fatalf("%s did not answer 200 matching %q within 10s; last: %s", args[0], re, last)
+}
+
+// sentinel PIDFILE: wait (bounded) until the guardrun whose pid is in
+// PIDFILE (a child's .ppid) has started its sentinel.
+func cmdSentinel(ts *testscript.TestScript, neg bool, args []string) {
+	b, err := os.ReadFile(ts.MkAbs(args[0]))
+	ts.Check(err)
+	ppid := func(pid string) string {
+		st, _ := os.ReadFile("/proc/" + pid + "/stat")
+		if f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:])); len(f) > 1 {
+			return f[1]
+		}
+		return ""
+	}
+	guardrun := strings.TrimSpace(string(b))
+	for i := 0; i < 500; i++ {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if cmd, _ := os.ReadFile(p); strings.TrimRight(string(cmd), "\x00") == "guardrun-sentinel" && ppid(filepath.Base(filepath.Dir(p))) == guardrun {
+				return
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ts.Fatalf("guardrun %s started no sentinel within 5s", guardrun)
 }
 
 // nogroup NAME: no cgroup of that name is left on any hierarchy.

@@ -61,8 +61,6 @@ func startNotifier(ns notifySettings, cfg *supervise.Config) func() {
 			next(e)
 		}
 	}
-	// Incidents carry a diagnosis: the supervisor samples the group for it.
-	cfg.Sample = 5 * time.Second
 	return func() { n.Close(5 * time.Second) }
 }
 

@@ -23,6 +23,7 @@ import (
 type settings struct {
 	supervise   supervise.Config
 	notify      notifySettings
+	observe     observeSettings
 	notifyReady string
 	quiet       bool
 	logFormat   string
@@ -63,7 +64,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors and the line that names an OOM kill or a crash loop", EnvVars: env("quiet")},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `FORMAT`: text or json", EnvVars: env("log-format")},
-	}, notifyFlags()...)
+	}, append(notifyFlags(), observeFlags()...)...)
 }
 
 // applyConfig fills every flag that neither the command line nor the
@@ -204,6 +205,9 @@ func loadSettings(c *cli.Context) (*settings, error) {
 		return nil, err
 	}
 	if s.notify, err = loadNotify(c); err != nil {
+		return nil, err
+	}
+	if s.observe, err = loadObserve(c); err != nil {
 		return nil, err
 	}
 	if s.notifyReady = c.String("notify-ready"); s.notifyReady != "started" && s.notifyReady != "child" {

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/guardrun/guardrun/observe"
+	"github.com/guardrun/guardrun/supervise"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+)
+
+// observeFlags are the flags that show a run: its state file, report,
+// chart, metrics and the sampling behind them.
+func observeFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.DurationFlag{Name: "sample", Value: time.Second, Usage: "sample the group's memory every `DUR` when something uses it (--notify, --report, --chart, --metrics-*); 0: never", EnvVars: env("sample")},
+		&cli.DurationFlag{Name: "leak-window", Value: 5 * time.Minute, Usage: "raise leak_suspected when usage grows steadily over `DUR` of samples; 0: off", EnvVars: env("leak-window")},
+		&cli.StringFlag{Name: "state-dir", Usage: "keep the run's state file for `guardrun status` in `DIR` (default /run/guardrun, or $XDG_RUNTIME_DIR/guardrun; off: none)", EnvVars: env("state-dir")},
+		&cli.StringFlag{Name: "report", Usage: "write the whole run as JSON to `FILE` when it ends", EnvVars: env("report")},
+		&cli.StringFlag{Name: "chart", Usage: "draw memory over time to `FILE` (.svg or .png) when the run ends", EnvVars: env("chart")},
+		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (loopback, e.g. 127.0.0.1:9464)", EnvVars: env("metrics-addr")},
+		&cli.BoolFlag{Name: "metrics-remote", Usage: "allow a --metrics-addr that is not loopback", EnvVars: env("metrics-remote")},
+		&cli.StringFlag{Name: "metrics-textfile", Usage: "write the metrics to `PATH` (.prom) for node_exporter's textfile collector, at each sample", EnvVars: env("metrics-textfile")},
+	}
+}
+
+// observeSettings are the validated observe flags.
+type observeSettings struct {
+	sample, leakWindow time.Duration
+	explicitSample     bool
+	stateDir           string
+	report, chart      string
+	chartFormat        string
+	metricsAddr        string
+	metricsRemote      bool
+	textfile           string
+}
+
+func loadObserve(c *cli.Context) (observeSettings, error) {
+	o := observeSettings{sample: c.Duration("sample"), explicitSample: c.IsSet("sample"), leakWindow: c.Duration("leak-window"),
+		report: c.String("report"), chart: c.String("chart"), metricsAddr: c.String("metrics-addr"),
+		metricsRemote: c.Bool("metrics-remote"), textfile: c.String("metrics-textfile")}
+	if o.sample < 0 || (o.sample > 0 && o.sample < 10*time.Millisecond) {
+		return o, usageError(fmt.Sprintf("--sample %s: must be 0 or at least 10ms", o.sample), "use a duration like 1s; 0 turns sampling off")
+	}
+	if o.leakWindow < 0 || (o.leakWindow > 0 && o.sample > 0 && o.leakWindow < 10*o.sample) {
+		return o, usageError(fmt.Sprintf("--leak-window %s: must be 0 or at least 10 samples (--sample %s)", o.leakWindow, o.sample), "use a duration like 5m; 0 turns the leak forecast off")
+	}
+	switch d := c.String("state-dir"); d {
+	case "off":
+	case "":
+		o.stateDir = observe.DefaultStateDir()
+	default:
+		o.stateDir = d
+	}
+	for flag, p := range map[string]string{"report": o.report, "chart": o.chart, "metrics-textfile": o.textfile} {
+		if p == "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Dir(p)); err != nil || !fi.IsDir() {
+			return o, usageError(fmt.Sprintf("--%s %s: no directory %s", flag, p, filepath.Dir(p)), "create the directory first, or write the file somewhere that exists")
+		}
+	}
+	if o.chart != "" {
+		f, err := observe.ChartFormat(o.chart)
+		if err != nil {
+			return o, usageError("--chart "+err.Error(), "name the file .svg or .png")
+		}
+		o.chartFormat = f
+	}
+	if o.textfile != "" && filepath.Ext(o.textfile) != ".prom" {
+		return o, usageError("--metrics-textfile "+o.textfile+": node_exporter reads only *.prom files", "name it like /var/lib/node_exporter/textfile/guardrun.prom")
+	}
+	if o.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
+			return o, usageError("--metrics-addr "+o.metricsAddr+": "+err.Error(), "use HOST:PORT, e.g. 127.0.0.1:9464")
+		}
+	}
+	return o, nil
+}
+
+// wantsSamples reports whether anything consumes samples. Without a
+// consumer guardrun does not wake up to sample at all: status and metrics
+// read the live figures from the group when asked.
+func (o observeSettings) wantsSamples(notifying bool) bool {
+	return o.explicitSample || notifying || o.report != "" || o.chart != "" || o.metricsAddr != "" || o.textfile != ""
+}
+
+// startObserve wires the recorder into a run. It fails (and nothing is
+// started) only on what the user must fix: a metrics address that cannot
+// be served. Files that cannot be written are reported once, and
+// supervision goes on. The returned func writes the run's files at its end.
+func startObserve(ctx context.Context, o observeSettings, cfg *supervise.Config, notifying bool) (func(*supervise.Result, error), error) {
+	if o.wantsSamples(notifying) {
+		cfg.Sample = o.sample
+		if o.sample > 0 {
+			cfg.LeakWindow = o.leakWindow
+		}
+	}
+	dir := o.stateDir
+	if dir != "" {
+		if err := observe.PrepareStateDir(dir); err != nil {
+			cfg.Log.Warn("no state file: `guardrun status` will not show this run", "err", err)
+			dir = ""
+		}
+	}
+	host, _ := os.Hostname()
+	rec := observe.NewRecorder(observe.Options{Run: cfg.Name, Host: host, Command: cfg.Command, Ceiling: cfg.Limits.Max,
+		RestartAt: cfg.RestartAt, Sample: cfg.Sample, StateDir: dir, Log: cfg.Log, Now: cfg.Now})
+	metrics := observe.NewMetrics(rec.Snapshot)
+	ctx, cancel := context.WithCancel(ctx)
+	var served <-chan error
+	if o.metricsAddr != "" {
+		bound, done, err := observe.Serve(ctx, o.metricsAddr, o.metricsRemote, metrics.Handler())
+		if err != nil {
+			cancel()
+			hint := "pick a free port, e.g. --metrics-addr 127.0.0.1:9464"
+			if !o.metricsRemote {
+				hint += "; to serve beyond loopback, add --metrics-remote"
+			}
+			return nil, usageError("--metrics-addr "+err.Error(), hint)
+		}
+		served = done
+		cfg.Log.Info("metrics", "run", cfg.Name, "addr", "http://"+bound+"/metrics")
+	}
+	next := cfg.Events
+	cfg.Events = func(e supervise.Event) {
+		rec.Observe(e)
+		if o.textfile != "" {
+			if err := metrics.WriteTextfile(o.textfile); err != nil {
+				rec.Failed("metrics textfile", err)
+			}
+		}
+		if next != nil {
+			next(e)
+		}
+	}
+	return func(r *supervise.Result, runErr error) {
+		rec.Finish(exitOf(r, runErr))
+		if o.textfile != "" {
+			if err := metrics.WriteTextfile(o.textfile); err != nil {
+				rec.Failed("metrics textfile", err)
+			}
+		}
+		cancel()
+		if served != nil {
+			<-served
+		}
+		rep := rec.Report()
+		if o.report != "" {
+			b, err := json.MarshalIndent(rep, "", "  ")
+			if err == nil {
+				err = observe.WriteFile(o.report, append(b, '\n'), 0o644)
+			}
+			if err != nil {
+				rec.Failed("report", err)
+			}
+		}
+		if o.chart != "" {
+			b, err := observe.Chart(rep, o.chartFormat)
+			if err == nil {
+				err = observe.WriteFile(o.chart, b, 0o644)
+			}
+			if err != nil {
+				rec.Failed("chart", err)
+			}
+		}
+		if p := os.Getenv("GITHUB_STEP_SUMMARY"); p != "" {
+			if err := observe.AppendStepSummary(p, rep); err != nil {
+				rec.Failed("GitHub step summary", err)
+			}
+		}
+	}, nil
+}
+
+// exitOf is how the run ended, for the report.
+func exitOf(r *supervise.Result, err error) *observe.Exit {
+	var pe *supervise.PreflightError
+	switch {
+	case errors.As(err, &pe):
+		return &observe.Exit{Cause: "preflight_failed", Code: supervise.ExitInternal, Message: err.Error()}
+	case errors.Is(err, supervise.ErrStopped):
+		return &observe.Exit{Cause: "stopped", Code: 128 + int(unix.SIGTERM), Message: "stopped while waiting for memory; nothing was started"}
+	case err != nil:
+		return &observe.Exit{Cause: "error", Code: supervise.ExitInternal, Message: err.Error()}
+	case r == nil:
+		return nil
+	}
+	return &observe.Exit{Cause: r.Cause, Code: r.ExitCode, Signal: signalOf(r), Reason: r.Reason, GaveUp: r.GaveUp, Message: r.Summary()}
+}
+
+func signalOf(r *supervise.Result) string {
+	if r.Status.Signaled() {
+		return unix.SignalName(r.Status.Signal())
+	}
+	return ""
+}

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/observe"
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+)
+
+func statusCommand(stdout, stderr io.Writer, code *int) *cli.Command {
+	return &cli.Command{
+		Name:      "status",
+		Usage:     "list the guarded runs on this host, or show one",
+		ArgsUsage: "[NAME]  (flags come before NAME)",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON: the run's state, or a list of them"},
+			&cli.BoolFlag{Name: "watch", Aliases: []string{"w"}, Usage: "refresh in place until interrupted"},
+			&cli.DurationFlag{Name: "interval", Value: time.Second, Usage: "refresh every `DUR` with --watch"},
+			&cli.StringFlag{Name: "state-dir", Usage: "read state files from `DIR` (default: where guardrun writes them)", EnvVars: env("state-dir")},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 1 {
+				return usageError("status takes at most one NAME", "guardrun status, or guardrun status NAME --json")
+			}
+			if c.Bool("watch") && c.Duration("interval") < 100*time.Millisecond {
+				return usageError(fmt.Sprintf("--interval %s: must be at least 100ms", c.Duration("interval")), "use a duration like 1s")
+			}
+			dirs := statusDirs(c.String("state-dir"))
+			show := func() error {
+				return status(stdout, stderr, dirs, c.Args().First(), c.Bool("json"), time.Now())
+			}
+			if !c.Bool("watch") {
+				if err := show(); err != nil {
+					*code = 1
+					return err
+				}
+				return nil
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), unix.SIGINT, unix.SIGTERM)
+			defer stop()
+			t := time.NewTicker(c.Duration("interval"))
+			defer t.Stop()
+			for {
+				// Home, then clear to the end: the table is redrawn in
+				// place, as watch(1) does, without a flicker of blank.
+				fmt.Fprint(stdout, "\x1b[H")
+				err := show()
+				fmt.Fprint(stdout, "\x1b[J")
+				if err != nil {
+					fmt.Fprintf(stdout, "%s\n", err)
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+				}
+			}
+		},
+	}
+}
+
+// statusDirs are the state directories to read: the one asked for, or
+// this user's own; root also reads every user's runtime directory, so
+// `guardrun status` as root lists every run on the host.
+func statusDirs(dir string) []string {
+	if dir != "" {
+		return []string{dir}
+	}
+	dirs := []string{}
+	if d := observe.DefaultStateDir(); d != "" {
+		dirs = append(dirs, d)
+	}
+	if os.Geteuid() == 0 {
+		users, _ := filepath.Glob("/run/user/*/guardrun")
+		dirs = append(dirs, users...)
+	}
+	return dirs
+}
+
+// status prints the runs in dirs (or the one named) as a table or JSON.
+// State files left by a guardrun that is gone (SIGKILL, power loss) are
+// removed and said once on stderr.
+func status(stdout, stderr io.Writer, dirs []string, name string, asJSON bool, now time.Time) error {
+	listed, err := observe.List(dirs...)
+	if err != nil {
+		return err
+	}
+	var live []observe.State
+	for _, l := range listed {
+		if l.Stale {
+			if observe.Clean(l) == nil {
+				fmt.Fprintf(stderr, "guardrun: removed the state of %s: its guardrun (pid %d) is gone\n", l.State.Run, l.State.Guardrun)
+			}
+			continue
+		}
+		if name == "" || l.State.Run == name {
+			live = append(live, observe.Live(l.State))
+		}
+	}
+	if name != "" && len(live) == 0 {
+		return &userError{msg: "no guarded run named " + name, code: 1,
+			hints: []string{"guardrun status lists the runs; a run started by another user is in their $XDG_RUNTIME_DIR/guardrun"}}
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if name != "" {
+			return enc.Encode(live[0])
+		}
+		if live == nil {
+			live = []observe.State{}
+		}
+		return enc.Encode(live)
+	}
+	if len(live) == 0 {
+		fmt.Fprintln(stdout, "no guarded runs")
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tPID\tMEMORY\tPEAK\tRESTARTS\tUPTIME\tSTATE\tLAST EVENT")
+	for _, st := range live {
+		pid := "-"
+		if st.Pid != 0 {
+			pid = fmt.Sprint(st.Pid)
+		}
+		since := st.Started
+		if st.Pid != 0 {
+			since = st.ChildStarted
+		}
+		last := ""
+		if n := len(st.Last); n > 0 {
+			m := st.Last[n-1]
+			last = fmt.Sprintf("%s %s ago", m.Message, fmtAge(now.Sub(m.T)))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", st.Run, pid, memoryCell(st.Current, st.Ceiling),
+			cgroup.FormatSize(st.Peak), st.Restarts, fmtAge(now.Sub(since)), st.Phase, last)
+	}
+	return tw.Flush()
+}
+
+// memoryCell is "212 MiB / 512 MiB [████░░░░░░] 41%", or the usage alone
+// without a ceiling.
+func memoryCell(cur, ceiling uint64) string {
+	if ceiling == 0 {
+		return cgroup.FormatSize(cur)
+	}
+	const width = 10
+	fill := min(int(cur*width/ceiling), width)
+	return fmt.Sprintf("%s / %s [%s%s] %d%%", cgroup.FormatSize(cur), cgroup.FormatSize(ceiling),
+		strings.Repeat("█", fill), strings.Repeat("░", width-fill), cur*100/ceiling)
+}
+
+// fmtAge is a duration as people read an age: 45s, 12m, 3h, 2d.
+func fmtAge(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
