@@ -28,6 +28,8 @@ func (s *supervisor) runChild() (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Named before the child starts: nothing it forks is unaccounted for.
+	s.sen.watch(g)
 	defer g.Remove()
 	if why := cgroup.NoCgroupReason(g); why != "" && s.restarts == 0 {
 		log.Warn("no cgroup: the ceiling is enforced best-effort by sampling RSS, and a fast leak can overshoot it", "run", cfg.Name, "why", why)
@@ -53,10 +55,7 @@ func (s *supervisor) runChild() (*Result, error) {
 	if w != nil {
 		c.notices = w.C
 	}
-	switch {
-	case s.sen != nil:
-		s.sen.watch(g)
-	case cfg.Sentinel && !s.senTried && g.Backend() != "none":
+	if cfg.Sentinel && !s.senTried && g.Backend() != "none" {
 		c.sentinelDue = time.After(sentinelAfter)
 	}
 	if cfg.Sample > 0 {
