@@ -35,6 +35,7 @@ func observeFlags() []cli.Flag {
 type observeSettings struct {
 	sample, leakWindow time.Duration
 	explicitSample     bool
+	explicitLeak       bool // --leak-window asked for: the forecast needs samples
 	stateDir           string
 	report, chart      string
 	chartFormat        string
@@ -45,7 +46,8 @@ type observeSettings struct {
 
 func loadObserve(c *cli.Context) (observeSettings, error) {
 	o := observeSettings{sample: c.Duration("sample"), explicitSample: c.IsSet("sample"), leakWindow: c.Duration("leak-window"),
-		report: c.String("report"), chart: c.String("chart"), metricsAddr: c.String("metrics-addr"),
+		explicitLeak: c.IsSet("leak-window") && c.Duration("leak-window") > 0,
+		report:       c.String("report"), chart: c.String("chart"), metricsAddr: c.String("metrics-addr"),
 		metricsRemote: c.Bool("metrics-remote"), textfile: c.String("metrics-textfile")}
 	if o.sample < 0 || (o.sample > 0 && o.sample < 10*time.Millisecond) {
 		return o, usageError(fmt.Sprintf("--sample %s: must be 0 or at least 10ms", o.sample), "use a duration like 1s; 0 turns sampling off")
@@ -90,7 +92,7 @@ func loadObserve(c *cli.Context) (observeSettings, error) {
 // consumer guardrun does not wake up to sample at all: status and metrics
 // read the live figures from the group when asked.
 func (o observeSettings) wantsSamples(notifying bool) bool {
-	return o.explicitSample || notifying || o.report != "" || o.chart != "" || o.metricsAddr != "" || o.textfile != ""
+	return o.explicitSample || o.explicitLeak || notifying || o.report != "" || o.chart != "" || o.metricsAddr != "" || o.textfile != ""
 }
 
 // startObserve wires the recorder into a run. It fails (and nothing is

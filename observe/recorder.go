@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -226,7 +227,9 @@ func (r *Recorder) Snapshot() State {
 // Live refreshes a state's usage and peak from its group, when the child
 // runs in one.
 func Live(st State) State {
-	if st.Pid == 0 || st.Cgroup == "" {
+	// Only a cgroup file is read: root's status also reads the state
+	// files of every user, and a path in one is theirs to write.
+	if st.Pid == 0 || !strings.HasPrefix(filepath.Clean(st.Cgroup), "/sys/fs/cgroup/") {
 		return st
 	}
 	if cur, peak, err := cgroup.ReadUsage(st.Backend, st.Cgroup); err == nil {
