@@ -157,6 +157,12 @@ func loadSettings(c *cli.Context) (*settings, error) {
 			return nil, err
 		}
 	}
+	if total > 0 && cfg.Limits.Max > total {
+		// memory.max bounds RAM alone: a ceiling above the host's RAM is
+		// never reached, and the host's own OOM killer acts first.
+		return nil, usageError(fmt.Sprintf("--max %s is above this host's physical memory (%s)", cgroup.FormatSize(cfg.Limits.Max), cgroup.FormatSize(total)),
+			"a ceiling above RAM is never reached; use a size below it or a percentage like 80%")
+	}
 	if c.String("swap-max") != "" {
 		if c.String("swap-max") == "0" {
 			cfg.Limits.SwapMax = 0
