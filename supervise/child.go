@@ -88,7 +88,11 @@ func (s *supervisor) runChild() (*Result, error) {
 	if c.sampler != nil && (r.Stats.OOMKills > 0 || r.ExitCode != 0) {
 		diag = c.diagnosis()
 		if r.Stats.OOMKills > 0 {
-			diag.OOMReport = oomReport(cfg.Name, since)
+			pids := []int{r.Pid}
+			for _, p := range diag.Top {
+				pids = append(pids, p.Pid)
+			}
+			diag.OOMReport = oomReport(cfg.Name, since, pids)
 		}
 	}
 	// The child is gone; what it left behind in its group goes with it.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/internal/testchild"
 )
 
@@ -258,5 +259,27 @@ func TestOOMKillCarriesTheDiagnosis(t *testing.T) {
 	}
 	if want := fmt.Sprintf("Killed process %d (", oom.Pid); !strings.Contains(d.OOMReport, want) {
 		t.Errorf("kernel report %q lacks %q", d.OOMReport, want)
+	}
+}
+
+// The kernel rate-limits its "oom-kill:" summary but not the "Killed
+// process" line; without the summary, the line for one of the group's
+// pids is the report. A line is put in the real kernel log (root may
+// write /dev/kmsg) and read back.
+func TestOOMReportWithoutTheRateLimitedSummary(t *testing.T) {
+	testchild.RequireCgroup(t, cgroup.Discover().Version(), "")
+	// kmsg stamps with the scheduler clock, which may trail
+	// CLOCK_MONOTONIC by a little; the pid is unique enough anyway.
+	since := monotonicUsec() - 1e6
+	pid := 4000000 + os.Getpid()%100000 // above pid_max's default: no real process
+	line := fmt.Sprintf("guardrun test: Memory cgroup out of memory: Killed process %d (child) total-vm:1kB", pid)
+	if err := os.WriteFile("/dev/kmsg", []byte(line+"\n"), 0); err != nil {
+		t.Fatalf("write /dev/kmsg: %v", err)
+	}
+	if got := oomReport("grtest-no-such-group", since, []int{1, pid}); !strings.HasSuffix(got, fmt.Sprintf("Killed process %d (child) total-vm:1kB", pid)) {
+		t.Errorf("report %q", got)
+	}
+	if got := oomReport("grtest-no-such-group", since, []int{1}); got != "" {
+		t.Errorf("a line for a pid not in the group was taken: %q", got)
 	}
 }

@@ -55,12 +55,18 @@ func monotonicUsec() uint64 {
 // the group (task_memcg) and the victim's pid, and the "Killed process
 // PID" record that follows has its figures. Without /dev/kmsg (not root,
 // or a container without it) there is no report.
-func oomReport(name string, since uint64) string {
+//
+// The kernel rate-limits the "oom-kill:" summary (dump_header, under
+// oom_rs: 10 in 5 s) but never the "Killed process" line: with OOM kills
+// in quick succession anywhere on the host the summary can be missing.
+// Then a "Killed process" line for one of pids (the child and the
+// processes of the last sample) is taken.
+func oomReport(name string, since uint64, pids []int) string {
 	// The kernel prints "Killed process" after it sends SIGKILL, racing
 	// the victim's death on another CPU: guardrun may reap the child
 	// before the line is in the buffer. So look again, briefly.
 	for range 10 {
-		if r, readable := readOOMReport(name, since); r != "" || !readable {
+		if r, readable := readOOMReport(name, since, pids); r != "" || !readable {
 			return r
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -68,7 +74,7 @@ func oomReport(name string, since uint64) string {
 	return ""
 }
 
-func readOOMReport(name string, since uint64) (report string, readable bool) {
+func readOOMReport(name string, since uint64, pids []int) (report string, readable bool) {
 	// A raw fd: os.File would park a non-blocking read at the end of the
 	// buffer in the netpoller, waiting for the next kernel message.
 	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
@@ -77,7 +83,7 @@ func readOOMReport(name string, since uint64) (report string, readable bool) {
 	}
 	defer unix.Close(fd)
 	buf := make([]byte, 8192)
-	victim := ""
+	victim, fallback := "", ""
 	for {
 		n, err := unix.Read(fd, buf)
 		if errors.Is(err, unix.EPIPE) {
@@ -103,6 +109,14 @@ func readOOMReport(name string, since uint64) (report string, readable bool) {
 		if victim != "" && strings.Contains(msg, "Killed process "+victim+" (") {
 			report = msg
 		}
+		if _, rest, ok := strings.Cut(msg, "Killed process "); ok && victim == "" {
+			if pid, err := strconv.Atoi(strings.Fields(rest + " ")[0]); err == nil && slices.Contains(pids, pid) {
+				fallback = msg
+			}
+		}
+	}
+	if report == "" {
+		report = fallback
 	}
 	return report, true
 }
