@@ -119,7 +119,7 @@ func (r *Recorder) Observe(e supervise.Event) {
 			r.rep.Backend, r.rep.Cgroup = b, p
 		}
 	case supervise.Exited:
-		st.Pid, st.Current, st.LeakRate = 0, 0, 0
+		st.Pid, st.Current, st.LeakRate, st.ChildStarted = 0, 0, 0, time.Time{}
 		r.peak(e.Peak, 0)
 		st.Phase = PhaseStarting // until restarting, stopped or the end says more
 	case supervise.OOMKill:
