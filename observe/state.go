@@ -43,7 +43,7 @@ type State struct {
 	LeakRate       float64 `json:"leak_rate,omitempty"` // bytes/s while a leak is suspected
 
 	Started      time.Time `json:"started"`                 // the run
-	ChildStarted time.Time `json:"child_started,omitempty"` // the current child
+	ChildStarted time.Time `json:"child_started,omitzero"` // the current child
 	Updated      time.Time `json:"updated"`
 	// Last are the latest events, newest last (at most lastEvents).
 	Last []Mark `json:"last,omitempty"`
