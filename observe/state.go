@@ -42,7 +42,7 @@ type State struct {
 	PressureStalls int     `json:"pressure_stalls"`
 	LeakRate       float64 `json:"leak_rate,omitempty"` // bytes/s while a leak is suspected
 
-	Started      time.Time `json:"started"`                 // the run
+	Started      time.Time `json:"started"`                // the run
 	ChildStarted time.Time `json:"child_started,omitzero"` // the current child
 	Updated      time.Time `json:"updated"`
 	// Last are the latest events, newest last (at most lastEvents).
