@@ -19,14 +19,8 @@ import (
 func TestTerminalStaysInteractive(t *testing.T) {
 	h := cgroup.Discover()
 	testchild.RequireCgroup(t, h.Version(), "")
-	for _, tool := range []string{"tmux", "bash"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" && os.Getenv("GUARDRUN_TEST_BACKEND") != "v2" {
-				t.Fatalf("needs %s, and GUARDRUN_TEST_REQUIRE=1 forbids skipping", tool)
-			}
-			t.Skipf("needs %s", tool)
-		}
-	}
+	testchild.RequireTool(t, "apt-get install tmux", "tmux")
+	testchild.RequireTool(t, "apt-get install bash", "bash")
 	exe, _ := os.Executable()
 	sock := fmt.Sprintf("guardrun-test-%d", os.Getpid())
 	tmux := func(args ...string) string {

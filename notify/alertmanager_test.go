@@ -9,22 +9,15 @@ import (
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/guardrun/guardrun/internal/testchild"
 )
 
 // TestRealAlertmanager posts to a real Alertmanager (Debian's
 // prometheus-alertmanager) on loopback and reads the alert back through its
 // API: firing, then resolved with the same labels.
 func TestRealAlertmanager(t *testing.T) {
-	bin, err := exec.LookPath("prometheus-alertmanager")
-	if err != nil {
-		bin, err = exec.LookPath("alertmanager")
-	}
-	if err != nil {
-		if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" && os.Getenv("GUARDRUN_TEST_BACKEND") != "v2" {
-			t.Fatal("needs prometheus-alertmanager (apt), and GUARDRUN_TEST_REQUIRE=1 forbids skipping")
-		}
-		t.Skip("needs prometheus-alertmanager (apt)")
-	}
+	bin := testchild.RequireTool(t, "apt-get install prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
 	dir := t.TempDir()
 	os.WriteFile(dir+"/am.yml", []byte("route:\n  receiver: none\nreceivers:\n  - name: none\n"), 0o644)
 	l, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -14,24 +14,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/guardrun/guardrun/internal/testchild"
 )
 
 // TestPrometheusScrapes has a real Prometheus server (Debian's package)
 // scrape Serve on loopback, and reads the run's counter back through its
 // query API as it changes between scrapes.
 func TestPrometheusScrapes(t *testing.T) {
-	bin, err := exec.LookPath("prometheus")
-	if err != nil {
-		// The VM (GUARDRUN_TEST_BACKEND=v2) has no apt; the host run in CI
-		// installs prometheus and must not skip, as for Alertmanager.
-		if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" && os.Getenv("GUARDRUN_TEST_BACKEND") != "v2" {
-			t.Fatal("needs prometheus (apt-get install prometheus), and GUARDRUN_TEST_REQUIRE=1 forbids skipping")
-		}
-		if os.Getenv("GUARDRUN_TEST_BACKEND") == "v2" {
-			t.Skip("needs prometheus, which the VM does not have; the host run checks this")
-		}
-		t.Skip("needs prometheus (apt-get install prometheus)")
-	}
+	bin := testchild.RequireTool(t, "apt-get install prometheus", "prometheus")
 	dir := t.TempDir()
 
 	// Each scrape sees one restart more than the last: a value that moves

@@ -87,13 +87,10 @@ func Main(mode string, args []string) int {
 		every, _ := time.ParseDuration(arg(1))
 		var maps [][]byte
 		for {
-			b, err := syscall.Mmap(-1, 0, n<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+			b, err := mapTouched(n << 20)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
-			}
-			for i := 0; i < len(b); i += 4096 {
-				b[i] = 1
 			}
 			maps = append(maps, b)
 			time.Sleep(every)
@@ -135,13 +132,10 @@ func Main(mode string, args []string) int {
 			} else if u, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); u >= uint64(n)<<20 {
 				break
 			}
-			b, err := syscall.Mmap(-1, 0, 1<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+			b, err := mapTouched(1 << 20)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 1
-			}
-			for i := 0; i < len(b); i += 4096 {
-				b[i] = 1
 			}
 			maps = append(maps, b)
 		}
@@ -303,6 +297,20 @@ func touch(n int) []byte {
 // writeAtomic writes path, and beside it path.pid with the child's pid and
 // path.ppid with its parent's (guardrun's, when guardrun runs the child),
 // so a test can signal or watch either.
+// mapTouched maps n bytes outside the Go heap and touches every page, so
+// they are charged to the group at once and munmap gives them back at
+// once (the race detector keeps no shadow of them either).
+func mapTouched(n int) ([]byte, error) {
+	b, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 1
+	}
+	return b, nil
+}
+
 func writeAtomic(path, s string) {
 	for ext, pid := range map[string]int{".pid": os.Getpid(), ".ppid": os.Getppid()} {
 		os.WriteFile(path+ext+".tmp", []byte(strconv.Itoa(pid)), 0o644)
@@ -333,6 +341,25 @@ func Alive(pid int) bool {
 	}
 	i := strings.LastIndexByte(string(b), ')')
 	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+}
+
+// RequireTool returns the path of the first of names found in $PATH: a
+// real program a test runs (tmux, Alertmanager, Prometheus). Without it
+// the test skips, or fails when GUARDRUN_TEST_REQUIRE=1 on the host, where
+// scripts/test installs it; the VM (GUARDRUN_TEST_BACKEND=v2) has no apt,
+// and the host run checks what it would.
+func RequireTool(t testing.TB, install string, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" && os.Getenv("GUARDRUN_TEST_BACKEND") != "v2" {
+		t.Fatalf("needs %s (%s), and GUARDRUN_TEST_REQUIRE=1 forbids skipping", names[0], install)
+	}
+	t.Skipf("needs %s (%s)", names[0], install)
+	return ""
 }
 
 // RequireCgroup skips a test that needs root and a memory cgroup, or fails
