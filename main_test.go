@@ -220,24 +220,15 @@ func cmdFetch(ts *testscript.TestScript, neg bool, args []string) {
 func cmdSentinel(ts *testscript.TestScript, neg bool, args []string) {
 	b, err := os.ReadFile(ts.MkAbs(args[0]))
 	ts.Check(err)
-	ppid := func(pid string) string {
-		st, _ := os.ReadFile("/proc/" + pid + "/stat")
-		if f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:])); len(f) > 1 {
-			return f[1]
-		}
-		return ""
-	}
-	guardrun := strings.TrimSpace(string(b))
+	guardrun, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	ts.Check(err)
 	for i := 0; i < 500; i++ {
-		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, p := range procs {
-			if cmd, _ := os.ReadFile(p); strings.TrimRight(string(cmd), "\x00") == "guardrun-sentinel" && ppid(filepath.Base(filepath.Dir(p))) == guardrun {
-				return
-			}
+		if sentinelOf(guardrun) {
+			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ts.Fatalf("guardrun %s started no sentinel within 5s", guardrun)
+	ts.Fatalf("guardrun %d started no sentinel within 5s", guardrun)
 }
 
 // nogroup NAME: no cgroup of that name is left on any hierarchy.

@@ -114,7 +114,7 @@ func (r *Recorder) Observe(e supervise.Event) {
 	switch e.Kind {
 	case supervise.Started:
 		st.Phase, st.Pid, st.ChildStarted, st.LeakRate = PhaseRunning, e.Pid, e.Time, 0
-		if b, p, ok := splitCgroup(e.Cgroup); ok {
+		if b, p, ok := strings.Cut(e.Cgroup, ":"); ok {
 			st.Backend, st.Cgroup = b, p
 			r.rep.Backend, r.rep.Cgroup = b, p
 		}
@@ -291,15 +291,6 @@ func (r *Recorder) Failed(what string, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.once(what, "cannot write the "+what, "err", err)
-}
-
-func splitCgroup(s string) (backend, path string, ok bool) {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ':' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return "", "", false
 }
 
 // markMessage is one human sentence for the report, status and chart.
