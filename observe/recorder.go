@@ -213,14 +213,19 @@ func (r *Recorder) Finish(exit *Exit) {
 	}
 }
 
-// Snapshot is the run as it stands. A running child's usage is read from
-// its group now, so metrics and status are current between samples, and
-// without any sampling at all.
+// Snapshot is the run as it stands. With sampling on, the usage is the
+// last sample's, which was just read from the group: the textfile written
+// at each sample does not read it a second time. Without sampling, a
+// running child's usage is read from its group now.
 func (r *Recorder) Snapshot() State {
 	r.mu.Lock()
 	st := r.st
 	st.Last = slices.Clone(st.Last)
+	sampled := r.rep.SampleEvery > 0
 	r.mu.Unlock()
+	if sampled {
+		return st
+	}
 	return Live(st)
 }
 
