@@ -29,11 +29,18 @@ type Limits struct {
 
 // Stats is one reading of the group.
 type Stats struct {
-	Current  uint64 // memory.current / memory.usage_in_bytes
+	Current  uint64 // memory.current / memory.usage_in_bytes: all the group is charged for
 	Peak     uint64 // memory.peak / memory.max_usage_in_bytes
 	Limit    uint64 // the ceiling the kernel holds, read back
 	OOMKills uint64 // memory.events oom_kill / memory.oom_control oom_kill
 	High     uint64 // memory.events high: times usage hit memory.high (v2 only)
+	// WorkingSet is the memory the kernel cannot simply reclaim: Current
+	// less the page cache that is not shmem (see WorkingSet). Thresholds,
+	// the leak forecast and every figure a person judges by read this.
+	WorkingSet uint64
+	// Cache is the group's page cache, shmem and tmpfs included
+	// (memory.stat file on v2, total_cache on v1).
+	Cache uint64
 }
 
 // Group is one run's cgroup. Every backend implements it the same way.
@@ -155,26 +162,35 @@ func Open(o Options) (Group, error) {
 	return openNone(o, h.Why()), nil
 }
 
-// ReadUsage reads the usage and peak of a live group from outside the
-// guardrun that owns it, by its backend and directory (as a state file
-// records them): `guardrun status` shows figures as of now, and the owner
-// need not wake up to write them.
-func ReadUsage(backend, dir string) (current, peak uint64, err error) {
+// ReadUsage reads the usage, peak, working set and page cache of a live
+// group from outside the guardrun that owns it, by its backend and
+// directory (as a state file records them): `guardrun status` shows
+// figures as of now, and the owner need not wake up to write them.
+func ReadUsage(backend, dir string) (Stats, error) {
+	var s Stats
+	var err error
 	switch backend {
 	case "v2":
-		if current, err = readUint(filepath.Join(dir, v2Current)); err != nil {
-			return 0, 0, err
+		if s.Current, err = readUint(filepath.Join(dir, v2Current)); err != nil {
+			return s, err
 		}
-		if peak, err = readUint(filepath.Join(dir, v2Peak)); err != nil {
-			peak = current // memory.peak arrived in Linux 5.19
+		if s.Peak, err = readUint(filepath.Join(dir, v2Peak)); err != nil {
+			s.Peak = s.Current // memory.peak arrived in Linux 5.19
 		}
-		return current, peak, nil
 	case "v1":
-		if current, err = readUint(filepath.Join(dir, v1Usage)); err != nil {
-			return 0, 0, err
+		if s.Current, err = readUint(filepath.Join(dir, v1Usage)); err != nil {
+			return s, err
 		}
-		peak, err = readUint(filepath.Join(dir, v1MaxUsage))
-		return current, peak, err
+		if s.Peak, err = readUint(filepath.Join(dir, v1MaxUsage)); err != nil {
+			return s, err
+		}
+	default:
+		return s, fmt.Errorf("no cgroup to read for backend %q", backend)
 	}
-	return 0, 0, fmt.Errorf("no cgroup to read for backend %q", backend)
+	stat, err := readStat(filepath.Join(dir, memoryStat))
+	if err != nil {
+		return s, err
+	}
+	s.WorkingSet, s.Cache = WorkingSet(backend, s.Current, stat)
+	return s, nil
 }

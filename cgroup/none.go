@@ -119,7 +119,9 @@ func (g *noneGroup) sample() {
 	if g.watcher != nil && g.threshold > 0 && rss >= g.threshold {
 		g.watcher.send(Threshold)
 	}
-	g.s.Current = rss
+	// Without a cgroup there is no page cache to tell apart: RSS is all
+	// guardrun sees, and all of it counts.
+	g.s.Current, g.s.WorkingSet = rss, rss
 	g.s.Peak = max(g.s.Peak, rss)
 	if g.max > 0 && rss > g.max && !g.limit {
 		g.limit = true

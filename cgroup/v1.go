@@ -235,7 +235,11 @@ func (g *v1Group) Stats() (Stats, error) {
 		s.Limit = 0
 	}
 	// oom_kill is in memory.oom_control since Linux 4.13.
-	s.OOMKills, err = readKey(filepath.Join(g.mem, v1OOMCtl), "oom_kill")
+	if s.OOMKills, err = readKey(filepath.Join(g.mem, v1OOMCtl), "oom_kill"); err != nil {
+		return s, err
+	}
+	stat, err := readStat(filepath.Join(g.mem, memoryStat))
+	s.WorkingSet, s.Cache = WorkingSet("v1", s.Current, stat)
 	return s, err
 }
 
@@ -279,5 +283,5 @@ func fileExists(p string) bool {
 func (g *v1Group) Procs() ([]int, error) { return readPids(filepath.Join(g.mem, cgroupProcs)) }
 
 func (g *v1Group) MemoryStat() (map[string]uint64, error) {
-	return readStat(filepath.Join(g.mem, "memory.stat"))
+	return readStat(filepath.Join(g.mem, memoryStat))
 }

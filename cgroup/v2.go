@@ -227,7 +227,11 @@ func (g *v2Group) Stats() (Stats, error) {
 	if s.OOMKills, err = readKey(filepath.Join(g.dir, v2Events), "oom_kill"); err != nil {
 		return s, err
 	}
-	s.High, err = readKey(filepath.Join(g.dir, v2Events), "high")
+	if s.High, err = readKey(filepath.Join(g.dir, v2Events), "high"); err != nil {
+		return s, err
+	}
+	stat, err := readStat(filepath.Join(g.dir, memoryStat))
+	s.WorkingSet, s.Cache = WorkingSet("v2", s.Current, stat)
 	return s, err
 }
 
@@ -262,7 +266,7 @@ func (g *v2Group) Remove() error {
 func (g *v2Group) Procs() ([]int, error) { return readPids(filepath.Join(g.dir, cgroupProcs)) }
 
 func (g *v2Group) MemoryStat() (map[string]uint64, error) {
-	return readStat(filepath.Join(g.dir, "memory.stat"))
+	return readStat(filepath.Join(g.dir, memoryStat))
 }
 
 // Placement says where v2 groups would go for this process, and why, for

@@ -21,11 +21,18 @@ const (
 	Threshold Notice = iota
 	// Pressure: the group's PSI trigger on memory.pressure fired (v2).
 	Pressure
+	// OOMKill: the group's oom_kill counter rose: the kernel's OOM killer
+	// killed a process in it (v2: memory.events; v1: the
+	// memory.oom_control eventfd; none: the sampler killed the tree).
+	OOMKill
 )
 
 func (n Notice) String() string {
-	if n == Pressure {
+	switch n {
+	case Pressure:
 		return "pressure"
+	case OOMKill:
+		return "oom_kill"
 	}
 	return "threshold"
 }
@@ -36,6 +43,9 @@ type WatchSpec struct {
 	// Trigger is a PSI trigger for memory.pressure, in the kernel's own
 	// form ("some 100000 1000000": 100 ms stalled in any 1 s), "" for none.
 	Trigger string
+	// OOM asks for an OOMKill notice each time the kernel kills a process
+	// in the group, while the child lives.
+	OOM bool
 }
 
 // Watcher delivers notices from the kernel without polling: the goroutine

@@ -237,8 +237,8 @@ func Live(st State) State {
 	if st.Pid == 0 || !strings.HasPrefix(filepath.Clean(st.Cgroup), "/sys/fs/cgroup/") {
 		return st
 	}
-	if cur, peak, err := cgroup.ReadUsage(st.Backend, st.Cgroup); err == nil {
-		st.Current, st.Peak = cur, max(st.Peak, peak)
+	if u, err := cgroup.ReadUsage(st.Backend, st.Cgroup); err == nil {
+		st.Current, st.Peak = u.Current, max(st.Peak, u.Peak)
 	}
 	return st
 }

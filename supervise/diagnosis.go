@@ -21,10 +21,41 @@ type Diagnosis struct {
 	Growth []Sample `json:"growth,omitempty"`
 	// OOMReport is the kernel's line about the kill, from /dev/kmsg.
 	OOMReport string `json:"oom_report,omitempty"`
+	// Runtime is the runtime's own report: Node.js's diagnostic report
+	// after a heap OOM or before a graceful restart.
+	Runtime *RuntimeReport `json:"runtime,omitempty"`
+}
+
+// RuntimeReport is what a runtime said about itself: for Node.js, the
+// parts of its diagnostic report (--report-on-fatalerror,
+// --report-on-signal) a person reads first.
+type RuntimeReport struct {
+	Runtime string `json:"runtime"` // node, jvm
+	Pid     int    `json:"pid"`
+	// Event is the report's trigger in the runtime's words: "Allocation
+	// failed - JavaScript heap out of memory", or the signal asked for.
+	Event string `json:"event"`
+	// Stack is the JavaScript stack, innermost frame first.
+	Stack []string `json:"stack,omitempty"`
+	// HeapLimit and HeapUsed are the heap's limit and use in bytes
+	// (V8's heap_size_limit and used_heap_size).
+	HeapLimit  uint64      `json:"heap_limit,omitempty"`
+	HeapUsed   uint64      `json:"heap_used,omitempty"`
+	HeapSpaces []HeapSpace `json:"heap_spaces,omitempty"`
+	// File is where the whole report was kept; "" when it was removed.
+	File string `json:"file,omitempty"`
+}
+
+// HeapSpace is one of V8's heap spaces (new_space, old_space, ...).
+type HeapSpace struct {
+	Name string `json:"name"`
+	Size uint64 `json:"size"`
+	Used uint64 `json:"used"`
 }
 
 // Sample is the group's usage at one time.
 type Sample struct {
-	Time  time.Time `json:"time"`
-	Usage uint64    `json:"usage"`
+	Time       time.Time `json:"time"`
+	Usage      uint64    `json:"usage"`
+	WorkingSet uint64    `json:"working_set"`
 }

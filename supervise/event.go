@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
 )
 
 // Kind names a lifecycle step. The words are the contract later consumers
@@ -31,6 +33,26 @@ const (
 	// Sampled is one sample of the group (Usage, Peak, Limit): data for
 	// state files, reports, charts and metrics, logged only at debug level.
 	Sampled Kind = "sample"
+	// HeapOOM: a process of the group died of its runtime's heap limit
+	// (V8's "JavaScript heap out of memory", the JVM's OutOfMemoryError
+	// under -XX:+ExitOnOutOfMemoryError) before the kernel's ceiling was
+	// reached; Diagnosis.Runtime has the runtime's own report.
+	HeapOOM Kind = "heap_oom"
+	// MemoryRestart: guardrun stops the child to restart it before the
+	// ceiling: its working set stayed over --restart-at for the grace, or
+	// was about to reach the ceiling before the grace ended, or the
+	// --pressure trigger fired under --restart-on-pressure. Reason is
+	// restart_at or pressure, Detail the sentence; Diagnosis carries the
+	// evidence taken before the stop signal (a Node.js report).
+	MemoryRestart Kind = "memory_restart"
+)
+
+// Causes: how a child ended (Event.Cause, Result.Cause).
+const (
+	CauseExited   = "exited"
+	CauseSignaled = "signaled"
+	CauseOOMKill  = "oom_kill"
+	CauseHeapOOM  = "heap_oom"
 )
 
 // Event is one lifecycle step of a run, with the figures it carries. Fields
@@ -48,17 +70,31 @@ type Event struct {
 	ExitCode int    // exited, gave_up: what guardrun would exit with
 	Signal   string // exited by a signal, stopped: its name
 
-	Usage     uint64        // bytes in the group when it happened
-	Limit     uint64        // the ceiling
-	Peak      uint64        // exited: the child's peak
-	Threshold uint64        // threshold_crossed: --restart-at in bytes
-	Available uint64        // preflight_*: MemAvailable
-	Need      uint64        // preflight_*: what was asked
-	Delay     time.Duration // restarting, preflight_wait: before the next try
-	Uptime    time.Duration // exited: how long the child ran
-	Reason    string        // a few words: why guardrun acted
-	Rate      float64       // leak_suspected: growth in bytes per second
-	Left      time.Duration // leak_suspected: until the ceiling at that rate; 0 without one
+	Usage      uint64        // bytes the group was charged for when it happened
+	WorkingSet uint64        // of Usage, what the kernel cannot simply reclaim (cgroup.WorkingSet)
+	Cache      uint64        // of Usage, page cache (shmem included)
+	Limit      uint64        // the ceiling
+	Peak       uint64        // exited: the child's peak
+	Threshold  uint64        // threshold_crossed: --restart-at in bytes
+	Available  uint64        // preflight_*: MemAvailable
+	Need       uint64        // preflight_*: what was asked
+	Delay      time.Duration // restarting, preflight_wait: before the next try
+	Uptime     time.Duration // exited: how long the child ran
+	Reason     string        // a few words: why guardrun acted
+	Rate       float64       // leak_suspected: growth in bytes per second
+	Left       time.Duration // leak_suspected: until the ceiling at that rate; 0 without one
+	Detail     string        // memory_restart: why, in a sentence
+	// Asked is set on an exited event when the child ended after guardrun
+	// was asked to stop it (TERM, INT: systemctl stop, docker stop): a
+	// stop that was asked for is never an incident.
+	Asked bool
+	// Victim is the process the kernel's OOM killer killed (oom_kill), as
+	// the kernel's "Killed process" line names it; nil when the line was
+	// not readable (no /dev/kmsg).
+	Victim *cgroup.Proc
+	// HeapSizing says how the heap hint was sized (started), e.g. "75% of
+	// the 256 MiB ceiling".
+	HeapSizing string
 
 	Diagnosis *Diagnosis // incidents, when sampling is on
 }
@@ -78,6 +114,8 @@ func (e Event) attrs() []any {
 	add("code", e.ExitCode, e.Kind == Exited || e.Kind == GaveUp || e.Kind == Stopped)
 	add("signal", e.Signal, e.Signal != "")
 	add("usage", e.Usage, e.Usage != 0)
+	add("working_set", e.WorkingSet, e.WorkingSet != 0)
+	add("cache", e.Cache, e.Cache != 0)
 	add("limit", e.Limit, e.Limit != 0)
 	add("peak", e.Peak, e.Peak != 0)
 	add("threshold", e.Threshold, e.Threshold != 0)
@@ -89,6 +127,13 @@ func (e Event) attrs() []any {
 	add("reason", e.Reason, e.Reason != "")
 	add("rate_bytes_per_min", int64(e.Rate*60), e.Rate != 0)
 	add("left", e.Left.Round(time.Second), e.Left != 0)
+	add("detail", e.Detail, e.Detail != "")
+	add("asked", e.Asked, e.Asked)
+	if e.Victim != nil {
+		add("victim_pid", e.Victim.Pid, true)
+		add("victim", e.Victim.Command, true)
+	}
+	add("heap_sizing", e.HeapSizing, e.HeapSizing != "")
 	return a
 }
 

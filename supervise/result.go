@@ -18,9 +18,6 @@ const (
 	ExitNotExec     = 126 // the command exists but cannot be executed
 	ExitNotFound    = 127 // the command was not found
 	ExitOOM         = 137 // 128 + SIGKILL: the OOM killer ended the child
-	causeExited     = "exited"
-	causeSignaled   = "signaled"
-	causeOOM        = "oom_kill"
 	exitSignalsBase = 128
 )
 
@@ -49,24 +46,24 @@ type Result struct {
 func (r *Result) classify() {
 	switch {
 	case r.Status.Signaled() && r.Status.Signal() == unix.SIGKILL && r.Stats.OOMKills > 0 && !r.Forced:
-		r.Cause, r.ExitCode = causeOOM, ExitOOM
+		r.Cause, r.ExitCode = CauseOOMKill, ExitOOM
 	case r.Status.Signaled():
-		r.Cause, r.ExitCode = causeSignaled, exitSignalsBase+int(r.Status.Signal())
+		r.Cause, r.ExitCode = CauseSignaled, exitSignalsBase+int(r.Status.Signal())
 	default:
-		r.Cause, r.ExitCode = causeExited, r.Status.ExitStatus()
+		r.Cause, r.ExitCode = CauseExited, r.Status.ExitStatus()
 	}
 }
 
 // OOMKilled reports whether the kernel's OOM killer (or, without a cgroup,
 // guardrun's sampler) ended the child.
-func (r *Result) OOMKilled() bool { return r.Cause == causeOOM }
+func (r *Result) OOMKilled() bool { return r.Cause == CauseOOMKill }
 
 // Summary is the one line a person reads at the end of a run, e.g.
 // "app was killed by the kernel OOM killer at its 512 MiB ceiling (peak
 // 512 MiB, ran 4.2s)".
 func (r *Result) Summary() string {
 	peak := "peak " + cgroup.FormatSize(r.Stats.Peak)
-	if r.Cause != causeOOM && r.Stats.Limit > 0 {
+	if r.Cause != CauseOOMKill && r.Stats.Limit > 0 {
 		peak += " of " + cgroup.FormatSize(r.Stats.Limit)
 	}
 	more := ""
@@ -85,16 +82,16 @@ func (r *Result) what() string {
 	ceiling := cgroup.FormatSize(r.Stats.Limit)
 	var what string
 	switch {
-	case r.Cause == causeOOM:
+	case r.Cause == CauseOOMKill:
 		what = fmt.Sprintf("was killed by %s at its %s ceiling", r.oomWho(), ceiling)
-	case r.Cause == causeSignaled && r.Stopped && !r.Forced:
+	case r.Cause == CauseSignaled && r.Stopped && !r.Forced:
 		what = fmt.Sprintf("was stopped by signal %d (%s), as asked", int(r.Status.Signal()), signalName(r.Status.Signal()))
-	case r.Cause == causeSignaled:
+	case r.Cause == CauseSignaled:
 		what = fmt.Sprintf("was killed by signal %d (%s)", int(r.Status.Signal()), signalName(r.Status.Signal()))
 	default:
 		what = fmt.Sprintf("exited %d", r.ExitCode)
 	}
-	if r.Cause != causeOOM && r.Stats.OOMKills > 0 {
+	if r.Cause != CauseOOMKill && r.Stats.OOMKills > 0 {
 		what += fmt.Sprintf(" after %s killed %s in its group at its %s ceiling", r.oomWho(), plural(r.Stats.OOMKills, "process", "processes"), ceiling)
 	}
 	switch r.Reason {
