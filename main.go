@@ -130,6 +130,19 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	cfg.Log = log
 	cfg.Init = true
 	cfg.Sentinel = true
+	if supervise.WantsDiagDir(cfg) {
+		uid, gid := -1, -1
+		if c := cfg.Credential; c != nil {
+			uid, gid = int(c.Uid), int(c.Gid)
+		}
+		dir, err := supervise.MakeDiagDir(cfg.Name, uid, gid)
+		if err != nil {
+			return 0, &userError{msg: "make a directory for the runtime's diagnostic reports: " + err.Error(), code: supervise.ExitInternal,
+				hints: []string{"set TMPDIR to a directory guardrun can write (it makes a private one there, mode 0700, and removes it at the end)", "or turn the heap hint and its reports off with --heap-hint off"}}
+		}
+		defer supervise.RemoveDiagDir(dir)
+		cfg.DiagDir = dir
+	}
 	flush := startNotifier(s.notify, &cfg)
 	finish, err := startObserve(ctx, s.observe, &cfg, len(s.notify.sinks) > 0)
 	if err != nil {

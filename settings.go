@@ -58,6 +58,8 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "high", Usage: "throttle the group from `SIZE` on (memory.high; v1: soft limit)", EnvVars: env("high")},
 		&cli.StringFlag{Name: "pressure", Usage: "PSI trigger `some|full:PCT/WINDOW` on the group's memory.pressure (v2), e.g. some:10%/1s", EnvVars: env("pressure")},
 		&cli.BoolFlag{Name: "restart-on-pressure", Usage: "restart the child when the --pressure trigger fires", EnvVars: env("restart-on-pressure")},
+		&cli.StringFlag{Name: "before-stop", Usage: "run `CMD` (sh -c) before --restart-at or --restart-on-pressure stops the child, with the restart as JSON on stdin and GUARDRUN_PID set", EnvVars: env("before-stop")},
+		&cli.DurationFlag{Name: "before-stop-timeout", Value: 10 * time.Second, Usage: "kill the --before-stop hook after `DUR` and stop the child", EnvVars: env("before-stop-timeout")},
 		&cli.StringFlag{Name: "heap-hint", Value: "auto", Usage: "`auto` or off: tell a Node.js, Go or JVM child its share of --max", EnvVars: env("heap-hint")},
 		&cli.StringFlag{Name: "notify-ready", Value: "started", Usage: "under systemd Type=notify, send READY=1 when the child has `started`, or relay the child's own (child)", EnvVars: env("notify-ready")},
 		&cli.StringFlag{Name: "user", Usage: "run the child as `USER[:GROUP]` (name or number), with no way back; guardrun keeps root to manage the group", EnvVars: env("user")},
@@ -335,6 +337,15 @@ func loadSupervision(c *cli.Context, cfg *supervise.Config, size func(string) (u
 	}
 	if (cfg.RestartAt > 0 || cfg.RestartOnPressure) && cfg.Restart == supervise.RestartNo {
 		return usageError("--restart-at and --restart-on-pressure restart the child, but --restart is no", "add --restart on-failure or --restart always")
+	}
+	if cfg.BeforeStop = c.String("before-stop"); c.IsSet("before-stop") && strings.TrimSpace(cfg.BeforeStop) == "" {
+		return usageError("--before-stop: empty command", "give a shell command, e.g. --before-stop 'jcmd $GUARDRUN_PID GC.heap_dump /var/tmp/app.hprof'")
+	}
+	if cfg.BeforeStop != "" && cfg.RestartAt == 0 && !cfg.RestartOnPressure {
+		return usageError("--before-stop runs before --restart-at or --restart-on-pressure stops the child, and neither is set", "add --restart-at 90% (with --max), or --pressure ... --restart-on-pressure")
+	}
+	if cfg.BeforeStopTimeout = c.Duration("before-stop-timeout"); cfg.BeforeStopTimeout <= 0 {
+		return usageError("--before-stop-timeout must be positive", "use a duration like 10s")
 	}
 	switch c.String("heap-hint") {
 	case "auto":

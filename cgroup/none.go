@@ -39,8 +39,10 @@ type noneGroup struct {
 	done  chan struct{}
 	limit bool // the ceiling was hit and the tree killed
 
-	threshold uint64   // Watch: notify at this RSS
-	watcher   *Watcher // nil when nothing watches
+	watcher   *Watcher // Watch: nil when nothing watches
+	threshold uint64   // Watch: Threshold when RSS crosses this upward
+	over      bool     // RSS was at or over threshold at the last sample
+	oom       bool     // Watch: OOMKill when the sampler kills the tree
 }
 
 func openNone(o Options, reason string) Group {
@@ -116,8 +118,12 @@ func (g *noneGroup) sample() {
 	for pid := range g.tree {
 		rss += procs[pid].rss
 	}
-	if g.watcher != nil && g.threshold > 0 && rss >= g.threshold {
-		g.watcher.send(Threshold)
+	if g.watcher != nil && g.threshold > 0 {
+		over := rss >= g.threshold
+		if over && !g.over {
+			g.watcher.send(Threshold)
+		}
+		g.over = over
 	}
 	// Without a cgroup there is no page cache to tell apart: RSS is all
 	// guardrun sees, and all of it counts.
@@ -127,6 +133,10 @@ func (g *noneGroup) sample() {
 		g.limit = true
 		g.s.OOMKills++
 		g.killLocked()
+		// Sent after the count: Stats, which waits for mu, shows it.
+		if g.watcher != nil && g.oom {
+			g.watcher.send(OOMKill)
+		}
 	}
 }
 

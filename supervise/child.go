@@ -34,24 +34,22 @@ func (s *supervisor) runChild() (*Result, error) {
 	if why := cgroup.NoCgroupReason(g); why != "" && s.restarts == 0 {
 		log.Warn("no cgroup: the ceiling is enforced best-effort by sampling RSS, and a fast leak can overshoot it", "run", cfg.Name, "why", why)
 	}
-	var w *cgroup.Watcher
-	if cfg.RestartAt > 0 || cfg.Pressure != "" {
-		if w, err = g.Watch(cgroup.WatchSpec{Threshold: cfg.RestartAt, Trigger: cfg.Pressure}); err != nil {
-			return nil, err
-		}
-		defer w.Close()
+	w, err := armWatch(g, cfg)
+	if err != nil {
+		return nil, err
 	}
+	defer w.Close()
 
 	cmd, tty := command(cfg)
 	started, since := time.Now(), monotonicUsec()
 	if err := g.Start(cmd); err != nil {
 		return nil, &StartError{Command: cfg.Command[0], Err: err}
 	}
-	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Limit: cfg.Limits.Max, Restarts: s.restarts, Cgroup: g.Backend() + ":" + g.Path(), HeapHint: s.hints})
+	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Limit: cfg.Limits.Max, Restarts: s.restarts, Cgroup: g.Backend() + ":" + g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
 	s.hints = ""
 
 	r := &Result{Name: cfg.Name, Backend: g.Backend(), Path: g.Path(), Pid: cmd.Process.Pid, Restarts: s.restarts}
-	c := &child{supervisor: s, g: g, p: cmd.Process, r: r}
+	c := &child{supervisor: s, g: g, p: cmd.Process, r: r, kmsgSince: since, started: started}
 	if w != nil {
 		c.notices = w.C
 	}
@@ -84,15 +82,16 @@ func (s *supervisor) runChild() (*Result, error) {
 		log.Warn("read cgroup counters", "run", cfg.Name, "err", err)
 	}
 	r.classify()
-	var diag *Diagnosis
-	if c.sampler != nil && (r.Stats.OOMKills > 0 || r.ExitCode != 0) {
-		diag = c.diagnosis()
-		if r.Stats.OOMKills > 0 {
-			pids := []int{r.Pid}
-			for _, p := range diag.Top {
-				pids = append(pids, p.Pid)
-			}
-			diag.OOMReport = oomReport(cfg.Name, since, pids)
+	// What the kernel killed and the runtime said, before the group and
+	// the processes' traces go: OOM kills not yet told (the child itself,
+	// or a kill no notice reached), then heap deaths from the runtime's
+	// reports.
+	c.oomKills(r.Stats, true)
+	c.heapDeaths()
+	if r.Heap != nil {
+		r.HeapSetting = s.heap.words()
+		if r.Heap.Pid == r.Pid && r.Cause != CauseOOMKill {
+			r.Cause = CauseHeapOOM
 		}
 	}
 	// The child is gone; what it left behind in its group goes with it.
@@ -101,15 +100,34 @@ func (s *supervisor) runChild() (*Result, error) {
 	} else {
 		s.sen.clear()
 	}
-	if r.Stats.OOMKills > 0 {
-		s.em.emit(Event{Kind: OOMKill, Pid: r.Pid, Usage: r.Stats.Peak, Limit: r.Stats.Limit, Peak: r.Stats.Peak, Restarts: s.restarts, Reason: r.oomWho(), Diagnosis: diag})
+	s.total.add(r)
+	r.Run = s.total
+	var diag *Diagnosis
+	if r.ExitCode != 0 && r.Cause != CauseOOMKill && r.Cause != CauseHeapOOM {
+		diag = c.diagnosis()
 	}
-	e := Event{Kind: Exited, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Limit: r.Stats.Limit, Uptime: r.Duration, Restarts: s.restarts, Reason: r.Reason, Diagnosis: diag}
+	e := Event{Kind: Exited, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Limit: r.Stats.Limit, Uptime: r.Duration,
+		Restarts: s.restarts, Reason: r.Reason, Asked: r.Stopped, Diagnosis: diag}
 	if r.Status.Signaled() {
 		e.Signal = signalName(r.Status.Signal())
 	}
 	s.em.emit(e)
 	return r, nil
+}
+
+// armWatch arms the group's watches: OOM kills always (the kernel tells
+// each one while the child lives, so a worker's death is news at once,
+// not when the service ends), the --restart-at threshold and the PSI
+// trigger when asked. A watch that only serves OOM kills and fails is a
+// warning, not a failure: the exit still reads the counters.
+func armWatch(g cgroup.Group, cfg Config) (*cgroup.Watcher, error) {
+	spec := cgroup.WatchSpec{Threshold: cfg.RestartAt, Trigger: cfg.Pressure, OOM: true}
+	w, err := g.Watch(spec)
+	if err == nil || cfg.RestartAt > 0 || cfg.Pressure != "" {
+		return w, err
+	}
+	cfg.Log.Warn("no live OOM watch: OOM kills in the group are told when the child ends", "run", cfg.Name, "err", err)
+	return nil, nil
 }
 
 // command builds the child. It gets its own process group, so a signal
@@ -159,18 +177,24 @@ type child struct {
 	g       cgroup.Group
 	p       *os.Process
 	r       *Result
+	started time.Time
 	notices <-chan cgroup.Notice
 
 	deadline <-chan time.Time // the stop timeout, once stopping
-	grace    <-chan time.Time // --restart-at-grace, once over the threshold
-	lastOver time.Time        // the latest threshold notice
 	lastPSI  time.Time        // the latest pressure notice
+	over     *overThreshold   // the working set is over --restart-at: the grace runs
+	acting   <-chan restartPlan
+	// pending is a memory restart waiting for its evidence (a runtime
+	// report, --before-stop): "" when none.
+	pending string
 
 	sampler     *sampler         // nil: nothing asked for a diagnosis
 	samples     <-chan time.Time // its ticker
-	oomSeen     uint64           // the group's oom_kill count at the last sample
+	oomSeen     uint64           // OOM kills in the group told so far
+	kmsgSince   uint64           // kmsg records before this are told or older than the child
+	heapSeen    map[string]bool  // runtime reports already told
 	detailAt    time.Time        // the last sample with memory.stat and processes
-	detailUsage uint64           // the usage then
+	detailUsage uint64           // the working set then
 	leaks       *leakDetector    // nil: no leak forecast
 	sentinelDue <-chan time.Time // when to start the run's sentinel
 }
@@ -181,21 +205,22 @@ type child struct {
 // Events that carry a diagnosis take a full sample of their own first.
 const detailEvery = 5 * time.Second
 
-// leakCheck feeds the leak forecast; a leak it establishes is an event.
+// leakCheck feeds the leak forecast the working set: page cache that the
+// kernel reclaims before any OOM kill is not a leak.
 func (c *child) leakCheck(now time.Time, st cgroup.Stats) {
 	if c.leaks == nil {
 		return
 	}
-	if l, ok := c.leaks.add(Sample{Time: now, Usage: st.Current}); ok {
-		c.em.emit(Event{Kind: LeakSuspected, Time: now, Pid: c.p.Pid, Usage: l.Usage, Limit: l.Limit,
+	if l, ok := c.leaks.add(Sample{Time: now, Usage: st.WorkingSet}); ok {
+		c.em.emit(Event{Kind: LeakSuspected, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: l.Usage, Cache: st.Cache, Limit: l.Limit,
 			Rate: l.Rate, Left: l.Left, Restarts: c.restarts, Reason: l.String(), Diagnosis: c.diagnosis()})
 	}
 }
 
-// moved reports whether usage changed by more than an eighth since the
-// last detailed sample: a group that grows fast is heading for an
-// incident, and its diagnosis must show the processes as they were just
-// before, not five seconds before.
+// moved reports whether the working set changed by more than an eighth
+// since the last detailed sample: a group that grows fast is heading for
+// an incident, and its diagnosis must show the processes as they were
+// just before, not five seconds before.
 func moved(was, now uint64) bool {
 	d := max(was, now) - min(was, now)
 	return d > max(was, now)/8
@@ -212,23 +237,27 @@ func (c *child) sampleAt(now time.Time, full bool) {
 		return
 	}
 	pids, _ := c.g.Procs()
-	killed := st.OOMKills > c.oomSeen
-	c.oomSeen = st.OOMKills
-	if len(pids) == 0 || killed {
-		// The OOM killer just struck, or the child is dead and not
-		// reaped yet: a sample now would show the aftermath, not what
-		// led to it, so the one before stays the last.
+	if len(pids) == 0 {
+		// The child is dead and not reaped yet: a sample now would show
+		// the aftermath, not what led to it, so the one before stays
+		// the last.
 		return
 	}
-	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, Peak: st.Peak, Limit: st.Limit, Restarts: c.restarts})
+	// A kill no notice told (no live watch, or a coalesced one) is told
+	// now; the sample goes on, since the service may well run on.
+	killed := c.oomKills(st, false)
+	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Peak: st.Peak, Limit: st.Limit, Restarts: c.restarts})
 	c.leakCheck(now, st)
-	if !full && now.Sub(c.detailAt) < detailEvery && !moved(c.detailUsage, st.Current) {
-		c.sampler.record(now, st.Current)
+	c.heapDeaths()
+	if killed || (!full && now.Sub(c.detailAt) < detailEvery && !moved(c.detailUsage, st.WorkingSet)) {
+		// Right after a kill the processes and memory.stat are the
+		// aftermath: the detail before it stays the diagnosis.
+		c.sampler.record(now, st)
 		return
 	}
-	c.detailAt, c.detailUsage = now, st.Current
+	c.detailAt, c.detailUsage = now, st.WorkingSet
 	stat, _ := c.g.MemoryStat()
-	c.sampler.sample(now, st.Current, pids, stat)
+	c.sampler.sample(now, st, pids, stat)
 }
 
 // diagnosis is what the last sample saw; nil without sampling. Callers
@@ -245,13 +274,6 @@ func (c *child) diagnosis() *Diagnosis {
 // what a person wants to read, not one per window.
 const pressureQuiet = 10 * time.Second
 
-// stillOver is how recent a threshold notice must be, when the grace period
-// ends, to say the child is still pressing on the threshold. On v2 the
-// threshold is memory.high: the kernel holds usage near it and bumps the
-// high counter (at most every 10 ms) for as long as the child keeps trying
-// to grow, so a notice this recent means it still is.
-const stillOver = 500 * time.Millisecond
-
 // supervise is tini's wait_and_forward_signal and reap_zombies, plus the
 // watches: it forwards signals, runs the stop sequence, restarts before the
 // ceiling, reaps, and returns when the child is gone.
@@ -261,6 +283,10 @@ func (c *child) supervise() {
 		if st, ok := reap(c.p.Pid, c.cfg.Init); ok {
 			c.r.Status = st
 			return
+		}
+		var overTick <-chan time.Time
+		if c.over != nil {
+			overTick = c.over.tick.C
 		}
 		select {
 		case sig := <-c.sigs:
@@ -282,9 +308,11 @@ func (c *child) supervise() {
 			c.kill()
 		case n := <-c.notices:
 			c.notice(n)
-		case <-c.grace:
-			c.grace = nil
-			c.graceOver()
+		case now := <-overTick:
+			c.overCheck(now)
+		case plan := <-c.acting:
+			c.acting = nil
+			c.act(plan)
 		case <-c.sentinelDue:
 			c.sentinelDue = nil
 			c.ensureSentinel(c.g)
@@ -312,6 +340,7 @@ func (c *child) stop(sig syscall.Signal, reason string) {
 	default:
 		c.r.Reason = reason
 	}
+	c.endOver()
 	c.signal(sig)
 	if c.deadline == nil {
 		c.deadline = time.After(c.cfg.StopTimeout)
@@ -331,86 +360,40 @@ func (c *child) signal(sig syscall.Signal) {
 	}
 }
 
-// notice handles what the group's watcher reports. Crossing --restart-at
-// starts the grace period; only usage that is still there when it ends
-// restarts the child, so a start-up spike does not.
+// notice handles what the group's watcher reports.
 func (c *child) notice(n cgroup.Notice) {
-	st, _ := c.g.Stats()
 	switch n {
+	case cgroup.OOMKill:
+		st, err := c.g.Stats()
+		if err == nil {
+			c.oomKills(st, false)
+		}
 	case cgroup.Threshold:
-		c.lastOver = time.Now()
-		if c.grace != nil || c.r.Reason != "" || c.r.Stopped {
-			return
-		}
-		if c.sampler != nil {
-			c.sample()
-		}
-		c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: c.cfg.RestartAtGrace, Diagnosis: c.diagnosis()})
-		c.grace = time.After(c.cfg.RestartAtGrace)
+		c.crossed()
 	case cgroup.Pressure:
 		now := time.Now()
 		ongoing := now.Sub(c.lastPSI) < pressureQuiet
 		c.lastPSI = now
-		if ongoing || c.r.Reason != "" || c.r.Stopped {
+		if ongoing || c.busy() {
 			return
 		}
+		st, _ := c.g.Stats()
 		if c.sampler != nil {
 			c.sample()
 		}
-		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, Limit: st.Limit, Restarts: c.restarts, Reason: c.cfg.Pressure, Diagnosis: c.diagnosis()})
+		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Limit: st.Limit, Restarts: c.restarts, Reason: c.cfg.Pressure, Diagnosis: c.diagnosis()})
 		if c.cfg.RestartOnPressure {
-			c.stop(stopSignal(c.cfg), "pressure")
+			c.memoryRestart("pressure", fmt.Sprintf("the --pressure trigger %q fired at a working set of %s", c.cfg.Pressure, cgroup.FormatSize(st.WorkingSet)), st, time.Time{})
 		}
 	}
 }
 
-// graceOver restarts the child if its usage stayed at the threshold: it is
-// still at or above it, or (v2, where the kernel holds usage just under
-// memory.high) it is still pressing on it. A spike that has passed does
-// not restart anything; the next crossing starts a new grace period.
-func (c *child) graceOver() {
-	st, err := c.g.Stats()
-	if err != nil {
-		return
-	}
-	if st.Current >= c.cfg.RestartAt || time.Since(c.lastOver) < stillOver {
-		c.cfg.Log.Warn("restart-at: usage stayed over the threshold; stopping the child to restart it",
-			"run", c.cfg.Name, "usage", st.Current, "threshold", c.cfg.RestartAt, "grace", c.cfg.RestartAtGrace)
-		c.stop(stopSignal(c.cfg), "restart_at")
-	}
-}
+// busy: the child is being stopped, or a memory restart is on its way.
+func (c *child) busy() bool { return c.r.Stopped || c.r.Reason != "" || c.pending != "" }
 
 func stopSignal(cfg Config) syscall.Signal {
 	if cfg.StopSignal == 0 {
 		return unix.SIGTERM
 	}
 	return cfg.StopSignal
-}
-
-// reap collects exited children without blocking and reports the child's
-// status once it is among them. As an init it reaps every orphan that was
-// reparented to it; otherwise only its own child.
-func reap(child int, all bool) (unix.WaitStatus, bool) {
-	var childStatus unix.WaitStatus
-	found := false
-	who := child
-	if all {
-		who = -1
-	}
-	for {
-		var st unix.WaitStatus
-		pid, err := unix.Wait4(who, &st, unix.WNOHANG, nil)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil || pid <= 0 {
-			return childStatus, found
-		}
-		if pid == child {
-			childStatus, found = st, true
-			if !all {
-				return childStatus, found
-			}
-		}
-	}
 }

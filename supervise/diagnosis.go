@@ -37,8 +37,10 @@ type RuntimeReport struct {
 	Event string `json:"event"`
 	// Stack is the JavaScript stack, innermost frame first.
 	Stack []string `json:"stack,omitempty"`
-	// HeapLimit and HeapUsed are the heap's limit and use in bytes
-	// (V8's heap_size_limit and used_heap_size).
+	// HeapLimit and HeapUsed are the heap's limit and use in bytes. The
+	// limit is the one guardrun's heap hint set (--max-old-space-size)
+	// when it set one, else the runtime's own figure (V8's
+	// heap_size_limit, which adds the young generation).
 	HeapLimit  uint64      `json:"heap_limit,omitempty"`
 	HeapUsed   uint64      `json:"heap_used,omitempty"`
 	HeapSpaces []HeapSpace `json:"heap_spaces,omitempty"`

@@ -36,8 +36,34 @@ type Result struct {
 	Restarts int    // restarts before this child
 	GaveUp   string // why guardrun gave up on a crash loop; "" if it did not
 
-	Cause    string // exited, signaled, oom_kill
-	ExitCode int    // what guardrun exits with
+	Cause    string // CauseExited, CauseSignaled, CauseOOMKill, CauseHeapOOM
+	ExitCode int    // what guardrun exits with: the child's own, even for a heap death
+	// Heap is the runtime's report of a heap death in the group: the
+	// child's own (Cause heap_oom) or another process's; nil for none.
+	Heap *RuntimeReport
+	// HeapSetting says what limited that heap and who set it, e.g.
+	// "--max-old-space-size, set by guardrun from the 256 MiB ceiling".
+	HeapSetting string
+	// Run is the whole run so far, this child included.
+	Run RunTotals
+}
+
+// RunTotals are the figures of a whole run, over all its children: the
+// summary line says them, not only the last child's.
+type RunTotals struct {
+	Children int
+	Peak     uint64 // the highest peak of any child
+	OOMKills uint64 // processes the kernel's OOM killer killed, in all children's groups
+	HeapOOMs int    // children in whose group a runtime died of its heap limit
+}
+
+func (t *RunTotals) add(r *Result) {
+	t.Children++
+	t.Peak = max(t.Peak, r.Stats.Peak)
+	t.OOMKills += r.Stats.OOMKills
+	if r.Heap != nil {
+		t.HeapOOMs++
+	}
 }
 
 // classify tells an OOM kill from any other death. The child died of an
@@ -70,6 +96,16 @@ func (r *Result) Summary() string {
 	if r.Restarts > 0 {
 		more = fmt.Sprintf(", %s before it", plural(uint64(r.Restarts), "restart", "restarts"))
 	}
+	if t := r.Run; t.Children > 1 {
+		whole := []string{"peak " + cgroup.FormatSize(t.Peak)}
+		if t.OOMKills > 0 {
+			whole = append(whole, plural(t.OOMKills, "OOM kill", "OOM kills"))
+		}
+		if t.HeapOOMs > 0 {
+			whole = append(whole, plural(uint64(t.HeapOOMs), "heap OOM", "heap OOMs"))
+		}
+		more += "; the whole run: " + strings.Join(whole, ", ")
+	}
 	line := fmt.Sprintf("%s %s (%s, ran %s%s)", r.Name, r.what(), peak, fmtDuration(r.Duration), more)
 	if r.GaveUp != "" {
 		line = fmt.Sprintf("gave up on %s, a crash loop: %s", r.Name, r.GaveUp)
@@ -84,12 +120,17 @@ func (r *Result) what() string {
 	switch {
 	case r.Cause == CauseOOMKill:
 		what = fmt.Sprintf("was killed by %s at its %s ceiling", r.oomWho(), ceiling)
+	case r.Cause == CauseHeapOOM:
+		what = "ran out of its " + r.heapWords()
 	case r.Cause == CauseSignaled && r.Stopped && !r.Forced:
 		what = fmt.Sprintf("was stopped by signal %d (%s), as asked", int(r.Status.Signal()), signalName(r.Status.Signal()))
 	case r.Cause == CauseSignaled:
 		what = fmt.Sprintf("was killed by signal %d (%s)", int(r.Status.Signal()), signalName(r.Status.Signal()))
 	default:
 		what = fmt.Sprintf("exited %d", r.ExitCode)
+	}
+	if r.Cause != CauseHeapOOM && r.Heap != nil {
+		what += fmt.Sprintf(" after %s (pid %d) ran out of its %s", r.Heap.Runtime, r.Heap.Pid, r.heapWords())
 	}
 	if r.Cause != CauseOOMKill && r.Stats.OOMKills > 0 {
 		what += fmt.Sprintf(" after %s killed %s in its group at its %s ceiling", r.oomWho(), plural(r.Stats.OOMKills, "process", "processes"), ceiling)
@@ -104,6 +145,24 @@ func (r *Result) what() string {
 		what += " (its group was killed by guardrun after the stop timeout or a second stop request)"
 	}
 	return what
+}
+
+// heapWords names the heap that ran out and what limited it: "192 MiB
+// JavaScript heap: --max-old-space-size, set by guardrun from the 256 MiB
+// ceiling".
+func (r *Result) heapWords() string {
+	kind := "JavaScript"
+	if r.Heap.Runtime == "jvm" {
+		kind = "Java"
+	}
+	w := kind + " heap"
+	if r.Heap.HeapLimit > 0 {
+		w = cgroup.FormatSize(r.Heap.HeapLimit) + " " + w
+	}
+	if r.HeapSetting != "" {
+		w += ": " + r.HeapSetting
+	}
+	return w
 }
 
 // oomWho names the killer: the kernel, or guardrun's sampler without a cgroup.

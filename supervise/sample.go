@@ -28,19 +28,20 @@ type sampler struct {
 	stat   map[string]uint64 // memory.stat at the last sample
 }
 
-func (s *sampler) sample(now time.Time, usage uint64, pids []int, stat map[string]uint64) {
+func (s *sampler) sample(now time.Time, st cgroup.Stats, pids []int, stat map[string]uint64) {
 	s.stat = stat
-	s.record(now, usage)
+	s.record(now, st)
 	s.top = cgroup.Largest(pids, topN)
 }
 
-// record keeps the usage for the growth the diagnosis shows.
-func (s *sampler) record(now time.Time, usage uint64) {
+// record keeps the usage and working set for the growth the diagnosis
+// shows.
+func (s *sampler) record(now time.Time, st cgroup.Stats) {
 	keep := int(growthKeep / s.every)
 	if len(s.growth) >= keep && keep > 0 {
 		s.growth = slices.Delete(s.growth, 0, len(s.growth)-keep+1)
 	}
-	s.growth = append(s.growth, Sample{Time: now, Usage: usage})
+	s.growth = append(s.growth, Sample{Time: now, Usage: st.Current, WorkingSet: st.WorkingSet})
 }
 
 // monotonicUsec is the clock /dev/kmsg stamps its records with.
@@ -50,40 +51,51 @@ func monotonicUsec() uint64 {
 	return uint64(ts.Sec)*1e6 + uint64(ts.Nsec)/1e3
 }
 
-// oomReport finds the kernel's report of an OOM kill in the group named
-// name, logged after since (kmsg's clock): the "oom-kill:" record names
-// the group (task_memcg) and the victim's pid, and the "Killed process
-// PID" record that follows has its figures. Without /dev/kmsg (not root,
-// or a container without it) there is no report.
+// oomRecord is the kernel's account of one OOM kill in the group.
+type oomRecord struct {
+	usec   uint64 // kmsg's timestamp of the "Killed process" line
+	line   string
+	victim cgroup.Proc
+}
+
+// oomRecords finds the kernel's reports of OOM kills in the group named
+// name, logged after since (kmsg's clock), oldest first: the "oom-kill:"
+// record names the group (task_memcg) and the victim's pid, and the
+// "Killed process PID (comm)" line that follows has its figures. Without
+// /dev/kmsg (not root, or a container without it) there are none.
 //
 // The kernel rate-limits the "oom-kill:" summary (dump_header, under
 // oom_rs: 10 in 5 s) but never the "Killed process" line: with OOM kills
 // in quick succession anywhere on the host the summary can be missing.
 // Then a "Killed process" line for one of pids (the child and the
 // processes of the last sample) is taken.
-func oomReport(name string, since uint64, pids []int) string {
-	// The kernel prints "Killed process" after it sends SIGKILL, racing
-	// the victim's death on another CPU: guardrun may reap the child
-	// before the line is in the buffer. So look again, briefly.
+//
+// The kernel counts the kill in memory.events (and wakes guardrun) before
+// it prints the line, and after it sends SIGKILL, racing the victim's
+// death on another CPU: so it looks again, briefly, until want records
+// are there.
+func oomRecords(name string, since uint64, pids []int, want int) []oomRecord {
+	var recs []oomRecord
 	for range 10 {
-		if r, readable := readOOMReport(name, since, pids); r != "" || !readable {
-			return r
+		var readable bool
+		if recs, readable = readOOMRecords(name, since, pids); len(recs) >= want || !readable {
+			return recs
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return ""
+	return recs
 }
 
-func readOOMReport(name string, since uint64, pids []int) (report string, readable bool) {
+func readOOMRecords(name string, since uint64, pids []int) (recs []oomRecord, readable bool) {
 	// A raw fd: os.File would park a non-blocking read at the end of the
 	// buffer in the netpoller, waiting for the next kernel message.
 	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", false
+		return nil, false
 	}
 	defer unix.Close(fd)
 	buf := make([]byte, 8192)
-	victim, fallback := "", ""
+	victim := ""
 	for {
 		n, err := unix.Read(fd, buf)
 		if errors.Is(err, unix.EPIPE) {
@@ -97,28 +109,60 @@ func readOOMReport(name string, since uint64, pids []int) (report string, readab
 		if !ok {
 			continue
 		}
-		if fields := strings.Split(head, ","); len(fields) < 3 {
+		fields := strings.Split(head, ",")
+		if len(fields) < 3 {
 			continue
-		} else if usec, _ := strconv.ParseUint(fields[2], 10, 64); usec < since {
+		}
+		usec, _ := strconv.ParseUint(fields[2], 10, 64)
+		if usec < since {
 			continue
 		}
 		msg = strings.TrimSpace(strings.SplitN(msg, "\n", 2)[0])
-		if rest, ok := strings.CutPrefix(msg, "oom-kill:"); ok && memcgIs(rest, name) {
-			victim, report = field(rest, "pid"), ""
-		}
-		if victim != "" && strings.Contains(msg, "Killed process "+victim+" (") {
-			report = msg
-		}
-		if _, rest, ok := strings.Cut(msg, "Killed process "); ok && victim == "" {
-			if pid, err := strconv.Atoi(strings.Fields(rest + " ")[0]); err == nil && slices.Contains(pids, pid) {
-				fallback = msg
+		if rest, ok := strings.CutPrefix(msg, "oom-kill:"); ok {
+			victim = ""
+			if memcgIs(rest, name) {
+				victim = field(rest, "pid")
 			}
+			continue
+		}
+		p, ok := killedProcess(msg)
+		if !ok {
+			continue
+		}
+		if (victim != "" && strconv.Itoa(p.Pid) == victim) || (victim == "" && slices.Contains(pids, p.Pid)) {
+			recs = append(recs, oomRecord{usec: usec, line: msg, victim: p})
+		}
+		victim = ""
+	}
+	return recs, true
+}
+
+// killedProcess reads the kernel's "Killed process PID (COMM)
+// total-vm:NkB, anon-rss:NkB, file-rss:NkB, shmem-rss:NkB, ..." line
+// (mm/oom_kill.c); RSS is the three resident figures together.
+func killedProcess(msg string) (cgroup.Proc, bool) {
+	_, rest, ok := strings.Cut(msg, "Killed process ")
+	if !ok {
+		return cgroup.Proc{}, false
+	}
+	pidText, rest, ok := strings.Cut(rest, " (")
+	pid, err := strconv.Atoi(pidText)
+	if !ok || err != nil {
+		return cgroup.Proc{}, false
+	}
+	i := strings.LastIndex(rest, ") ")
+	if i < 0 {
+		return cgroup.Proc{}, false
+	}
+	p := cgroup.Proc{Pid: pid, Command: rest[:i]}
+	for _, kv := range strings.Split(rest[i+2:], ", ") {
+		k, v, _ := strings.Cut(kv, ":")
+		if k == "anon-rss" || k == "file-rss" || k == "shmem-rss" {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(v, "kB"), 10, 64)
+			p.RSS += kb << 10
 		}
 	}
-	if report == "" {
-		report = fallback
-	}
-	return report, true
+	return p, true
 }
 
 // memcgIs reports whether an oom-kill record's task_memcg is the group.

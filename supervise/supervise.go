@@ -52,8 +52,18 @@ type Config struct {
 	// the child when it fires.
 	Pressure          string
 	RestartOnPressure bool
-	// HeapHint tells Node.js, Go and JVM children about the ceiling.
+	// HeapHint tells Node.js, Go and JVM children about the ceiling, and
+	// asks Node.js for its diagnostic reports into DiagDir.
 	HeapHint bool
+	// DiagDir is the run's own directory (mode 0700) for the runtime's
+	// reports (Node.js's --report-directory); "" for none. The caller
+	// makes it (MakeDiagDir) and removes it.
+	DiagDir string
+	// BeforeStop is a shell command run once before each memory restart
+	// (--restart-at, --restart-on-pressure) stops the child, bounded by
+	// BeforeStopTimeout: the chance for a heap dump or a thread dump.
+	BeforeStop        string
+	BeforeStopTimeout time.Duration
 	// Sample is how often the group is sampled: each sample is a Sampled
 	// event (usage, peak) for state files, reports and metrics, and feeds
 	// the diagnosis incidents carry; 0 samples nothing and guardrun wakes
@@ -106,9 +116,10 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	var hints []string
+	var heap heapPlan
 	if cfg.HeapHint && cfg.Limits.Max > 0 {
-		cfg.Env, hints = heapHints(cfg.Command, cfg.Env, cfg.Limits.Max)
+		heap = planHeap(cfg.Command, cfg.Env, cfg.Limits.Max, cfg.RestartAt, cfg.DiagDir)
+		cfg.Env = heap.env
 	}
 	if cfg.Init {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
@@ -121,7 +132,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	signal.Notify(sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
 	defer signal.Stop(sigs)
 
-	s := &supervisor{cfg: cfg, sigs: sigs, ctx: ctx, hints: strings.Join(hints, " "),
+	s := &supervisor{cfg: cfg, sigs: sigs, ctx: ctx, hints: strings.Join(heap.notes, " "), heap: heap,
 		em:   &emitter{run: cfg.Name, log: cfg.Log, sink: cfg.Events, now: cfg.Now},
 		loop: crashLoop{max: cfg.MaxRestarts, window: cfg.RestartWindow}}
 	defer func() { s.sen.close() }()
@@ -137,6 +148,8 @@ type supervisor struct {
 	loop     crashLoop
 	restarts int
 	hints    string    // heap hints set, for the first started event
+	heap     heapPlan  // what the heap hint set, and where reports go
+	total    RunTotals // the whole run so far
 	sen      *sentinel // nil until the first child has run for sentinelAfter
 	senTried bool
 }
@@ -283,4 +296,15 @@ func (s *supervisor) handleIdle(sig os.Signal) bool {
 func (s *supervisor) stopping() error {
 	s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
 	return ErrStopped
+}
+
+// WantsDiagDir reports whether a run needs a directory for its runtime's
+// reports (MakeDiagDir): the heap hint is on, there is a ceiling, and the
+// command is a Node.js or JVM program.
+func WantsDiagDir(cfg Config) bool {
+	if !cfg.HeapHint || cfg.Limits.Max == 0 {
+		return false
+	}
+	rt := runtimeOf(cfg.Command[0])
+	return rt == "node" || rt == "jvm"
 }

@@ -1,0 +1,215 @@
+package supervise
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+)
+
+// The --restart-at threshold judges the working set (cgroup.WorkingSet):
+// the group's watcher reports a crossing, and the grace period then
+// watches the working set itself, for two reasons. A spike that falls
+// back under the threshold within the grace is not restarted (a start-up,
+// a burst of requests); and a leak that would reach the ceiling before
+// the grace ends is stopped at once, since waiting out the grace would
+// hand it to the kernel's OOM killer (a 25 MiB/s leak crosses from 80% of
+// a 256 MiB ceiling to the ceiling in about 2 s, under the 3 s default).
+const (
+	// graceSteps: the grace is checked this many times, each step between
+	// graceStepMin and graceStepMax: a 3 s grace reads the working set
+	// every 150 ms, a memory.stat of the group each time (a few µs).
+	graceSteps   = 20
+	graceStepMin = 10 * time.Millisecond
+	graceStepMax = 250 * time.Millisecond
+	// trendSpan is how far back the growth rate is taken: long enough to
+	// span a few steps, short enough that a spike which has flattened
+	// reads flat.
+	trendSpan = 500 * time.Millisecond
+	// projectionsToAct: the ceiling must be in reach at two steps in a
+	// row, so one jump between two readings does not stop a child.
+	projectionsToAct = 2
+	// evidenceWait bounds what a memory restart waits for its evidence
+	// (a runtime's report) before the stop signal; less when the ceiling
+	// is closer than that.
+	evidenceWait = 2 * time.Second
+)
+
+// overThreshold is a grace period in progress.
+type overThreshold struct {
+	end      time.Time
+	tick     *time.Ticker
+	points   []wsPoint // the working set over the last trendSpan, oldest first
+	inReach  int       // consecutive steps that found the ceiling within reach
+	graceFor time.Duration
+}
+
+type wsPoint struct {
+	t  time.Time
+	ws uint64
+}
+
+func graceStep(grace time.Duration) time.Duration {
+	return min(max(grace/graceSteps, graceStepMin), graceStepMax)
+}
+
+// crossed handles the watcher's word that the working set reached the
+// threshold: an event, then the grace (or, with no grace, the restart).
+func (c *child) crossed() {
+	if c.over != nil || c.busy() {
+		return
+	}
+	st, err := c.g.Stats()
+	if err != nil || st.WorkingSet < c.cfg.RestartAt {
+		return // back under already: the next crossing is told again
+	}
+	if c.sampler != nil {
+		c.sample()
+	}
+	grace := c.cfg.RestartAtGrace
+	c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Limit: st.Limit,
+		Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: grace, Diagnosis: c.diagnosis()})
+	if grace <= 0 {
+		c.memoryRestart("restart_at", fmt.Sprintf("its working set reached %s, over --restart-at %s", size(st.WorkingSet), size(c.cfg.RestartAt)), st, time.Time{})
+		return
+	}
+	now := time.Now()
+	c.over = &overThreshold{end: now.Add(grace), tick: time.NewTicker(graceStep(grace)), points: []wsPoint{{now, st.WorkingSet}}, graceFor: grace}
+}
+
+// overCheck is one step of the grace.
+func (c *child) overCheck(now time.Time) {
+	o := c.over
+	st, err := c.g.Stats()
+	if err != nil {
+		return
+	}
+	o.add(now, st.WorkingSet)
+	if !now.Before(o.end) {
+		c.endOver()
+		if st.WorkingSet >= c.cfg.RestartAt {
+			c.memoryRestart("restart_at", fmt.Sprintf("its working set stayed over --restart-at %s for %s (now %s)",
+				size(c.cfg.RestartAt), fmtDuration(o.graceFor), size(st.WorkingSet)), st, time.Time{})
+			return
+		}
+		c.cfg.Log.Info("restart-at: the working set fell back under the threshold within the grace; not restarting",
+			"run", c.cfg.Name, "working_set", st.WorkingSet, "threshold", c.cfg.RestartAt, "grace", o.graceFor)
+		return
+	}
+	rate, ok := o.rate()
+	if !ok || rate <= 0 || st.Limit == 0 || st.WorkingSet >= st.Limit {
+		o.inReach = 0
+		return
+	}
+	left := time.Duration(float64(st.Limit-st.WorkingSet) / rate * float64(time.Second))
+	if now.Add(left).After(o.end) {
+		o.inReach = 0
+		return
+	}
+	if o.inReach++; o.inReach < projectionsToAct {
+		return
+	}
+	c.endOver()
+	c.memoryRestart("restart_at", fmt.Sprintf("its working set, %s over --restart-at %s, grows %s: it would reach the %s ceiling in %s, before the %s grace ends",
+		size(st.WorkingSet), size(c.cfg.RestartAt), leakRateString(rate), size(st.Limit), fmtDuration(left), fmtDuration(o.graceFor)), st, now.Add(left))
+}
+
+func (o *overThreshold) add(now time.Time, ws uint64) {
+	o.points = append(o.points, wsPoint{now, ws})
+	i := 0
+	for i < len(o.points)-3 && now.Sub(o.points[i].t) > trendSpan {
+		i++
+	}
+	o.points = o.points[i:]
+}
+
+// rate is the working set's growth in bytes per second over the recent
+// points: from the first to the last, once three or more are there.
+func (o *overThreshold) rate() (float64, bool) {
+	if len(o.points) < 3 {
+		return 0, false
+	}
+	a, b := o.points[0], o.points[len(o.points)-1]
+	dt := b.t.Sub(a.t).Seconds()
+	if dt <= 0 {
+		return 0, false
+	}
+	return (float64(b.ws) - float64(a.ws)) / dt, true
+}
+
+// endOver ends a grace period in progress.
+func (c *child) endOver() {
+	if c.over != nil {
+		c.over.tick.Stop()
+		c.over = nil
+	}
+}
+
+// restartPlan is a memory restart with its evidence gathered.
+type restartPlan struct {
+	reason string
+	event  Event
+	report *RuntimeReport
+}
+
+// memoryRestart stops the child to restart it before the ceiling, once
+// the evidence is in: the runtime's own report of its heap and stack
+// (Node.js, when guardrun set its report flags) and the --before-stop
+// hook, both bounded, gathered off the loop so that signals and reaping
+// go on meanwhile. by is when the ceiling is expected, if known: the
+// evidence must not cost the graceful restart.
+func (c *child) memoryRestart(reason, detail string, st cgroup.Stats, by time.Time) {
+	if c.busy() {
+		return
+	}
+	c.pending = reason
+	wait := evidenceWait
+	if !by.IsZero() {
+		wait = min(wait, time.Until(by)/2)
+	}
+	e := Event{Kind: MemoryRestart, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Limit: st.Limit,
+		Threshold: c.cfg.RestartAt, Restarts: c.restarts, Reason: reason, Detail: detail}
+	pids, _ := c.g.Procs()
+	ch := make(chan restartPlan, 1)
+	c.acting = ch
+	ask := c.heap.asks()
+	hook := c.cfg.BeforeStop
+	dir, path := c.heap.dir, c.g.Path()
+	go func() {
+		plan := restartPlan{reason: reason, event: e}
+		var wg sync.WaitGroup
+		if ask {
+			wg.Go(func() { plan.report = requestNodeReport(dir, pids, wait, "") })
+		}
+		if hook != "" {
+			wg.Go(func() { c.beforeStop(e, path) })
+		}
+		wg.Wait()
+		ch <- plan
+	}()
+}
+
+// act sends the stop signal of a memory restart whose evidence is in,
+// unless the child was asked to stop meanwhile.
+func (c *child) act(plan restartPlan) {
+	c.pending = ""
+	if c.r.Stopped || c.r.Reason != "" {
+		return
+	}
+	if c.sampler != nil {
+		c.sample()
+	}
+	e := plan.event
+	e.Time = time.Time{}
+	if e.Diagnosis = c.diagnosis(); e.Diagnosis == nil && plan.report != nil {
+		e.Diagnosis = &Diagnosis{}
+	}
+	if plan.report != nil {
+		e.Diagnosis.Runtime = plan.report
+	}
+	c.em.emit(e)
+	c.stop(stopSignal(c.cfg), plan.reason)
+}
+
+func size(b uint64) string { return cgroup.FormatSize(b) }
