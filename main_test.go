@@ -53,7 +53,19 @@ func TestCLI(t *testing.T) {
 				return err
 			}
 			e.Setenv("PORT", strconv.Itoa(l.Addr().(*net.TCPAddr).Port))
+			// Express and what it needs, from the npm registry
+			// (scripts/test installs them): express.txt needs them.
+			e.Setenv("NODE_MODULES", os.Getenv("GUARDRUN_TEST_NODE_MODULES"))
 			return l.Close()
+		},
+		// [vm]: the script runs in the cgroup v2 VM (scripts/vmtest), which
+		// has no JDK and no npm packages: what needs them says so and runs
+		// on the host.
+		Condition: func(cond string) (bool, error) {
+			if cond == "vm" {
+				return os.Getenv("GUARDRUN_TEST_BACKEND") == "v2" && os.Getpid() != 1 && fileExists("/tests"), nil
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"status":   cmdStatus,
@@ -68,6 +80,11 @@ func TestCLI(t *testing.T) {
 			"sentinel": cmdSentinel,
 		},
 	})
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // status N PROG ARGS...: run PROG and require exit status N.

@@ -143,22 +143,31 @@ func status(stdout, stderr io.Writer, dirs []string, name string, asJSON bool, n
 			m := st.Last[n-1]
 			last = fmt.Sprintf("%s %s ago", m.Message, fmtAge(now.Sub(m.T)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", st.Run, pid, memoryCell(st.Current, st.Ceiling),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", st.Run, pid, memoryCell(st),
 			cgroup.FormatSize(st.Peak), st.Restarts, fmtAge(now.Sub(since)), st.Phase, last)
 	}
 	return tw.Flush()
 }
 
-// memoryCell is "212 MiB / 512 MiB [████░░░░░░] 41%", or the usage alone
-// without a ceiling.
-func memoryCell(cur, ceiling uint64) string {
-	if ceiling == 0 {
-		return cgroup.FormatSize(cur)
+// memoryCell is "working set 180 MiB / 512 MiB [███░░░░░░░] 35%, usage
+// 500 MiB": the bar is the working set's, which is what reaches the
+// ceiling (the kernel reclaims page cache first), and usage, cache
+// included, follows. Without a working set (no cgroup, where both are
+// RSS, or a state file from an older guardrun) it is usage alone, "212
+// MiB / 512 MiB [████░░░░░░] 41%"; without a ceiling, the figures alone.
+func memoryCell(st observe.State) string {
+	size := cgroup.FormatSize
+	cur, label, usage := st.Current, "", ""
+	if ws := st.WorkingSet; ws != 0 && (ws != st.Current || st.Cache != 0) {
+		cur, label, usage = ws, "working set ", ", usage "+size(st.Current)
+	}
+	if st.Ceiling == 0 {
+		return label + size(cur) + usage
 	}
 	const width = 10
-	fill := min(int(cur*width/ceiling), width)
-	return fmt.Sprintf("%s / %s [%s%s] %d%%", cgroup.FormatSize(cur), cgroup.FormatSize(ceiling),
-		strings.Repeat("█", fill), strings.Repeat("░", width-fill), cur*100/ceiling)
+	fill := min(int(cur*width/st.Ceiling), width)
+	return fmt.Sprintf("%s%s / %s [%s%s] %d%%%s", label, size(cur), size(st.Ceiling),
+		strings.Repeat("█", fill), strings.Repeat("░", width-fill), cur*100/st.Ceiling, usage)
 }
 
 // fmtAge is a duration as people read an age: 45s, 12m, 3h, 2d.

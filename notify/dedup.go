@@ -5,7 +5,6 @@ import (
 	"sort"
 	"time"
 
-	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
 )
 
@@ -44,15 +43,21 @@ type incident struct {
 }
 
 // notified says which kinds are incidents. started, restarting, stopped and
-// preflight_wait are steps of one, not news of their own; an exit is news
-// only when the child failed and it was not an OOM kill (which has its own
-// event).
+// preflight_wait are steps of one, not news of their own. A
+// threshold_crossed is not one either: a crossing that passes is a spike
+// guardrun does not act on, and one that holds becomes a memory_restart,
+// which is. An exit is news only when the child failed on its own: a stop
+// that was asked for (TERM to guardrun, systemctl stop, docker stop) is
+// never an incident, under any restart policy; an exit guardrun caused
+// (Reason: restart_at, pressure) has its memory_restart; and a death by
+// heap or kernel OOM has its heap_oom or oom_kill event.
 func notified(e supervise.Event) bool {
 	switch e.Kind {
-	case supervise.OOMKill, supervise.GaveUp, supervise.PreflightFailed, supervise.ThresholdCrossed, supervise.PressureStall, supervise.LeakSuspected:
+	case supervise.OOMKill, supervise.HeapOOM, supervise.MemoryRestart, supervise.GaveUp, supervise.PreflightFailed, supervise.PressureStall, supervise.LeakSuspected:
 		return true
 	case supervise.Exited:
-		return e.ExitCode != 0 && e.Cause != "oom_kill" && e.Reason == ""
+		return e.ExitCode != 0 && !e.Asked && e.Reason == "" &&
+			e.Cause != supervise.CauseOOMKill && e.Cause != supervise.CauseHeapOOM
 	}
 	return false
 }
@@ -173,8 +178,8 @@ func (d *Dedup) notification(e supervise.Event, status string, count int, first,
 		Schema: Schema, Host: d.Host, Run: e.Run, Command: d.Command,
 		Kind: string(e.Kind), Status: status, Severity: severity(e.Kind), Count: count,
 		FirstSeen: first, LastSeen: last, Message: message(e),
-		Ceiling: e.Limit, Peak: e.Peak, Usage: e.Usage, Restarts: e.Restarts, Signal: e.Signal,
-		Diagnosis: e.Diagnosis,
+		Ceiling: e.Limit, Peak: e.Peak, Usage: e.Usage, WorkingSet: e.WorkingSet, Cache: e.Cache,
+		Restarts: e.Restarts, Signal: e.Signal, Victim: e.Victim, Diagnosis: e.Diagnosis,
 	}
 	if e.Kind == supervise.Exited || e.Kind == supervise.GaveUp {
 		code := e.ExitCode
@@ -186,64 +191,4 @@ func (d *Dedup) notification(e supervise.Event, status string, count int, first,
 		n.Message = fmt.Sprintf("resolved: no %s of %s for %s and it is running", plural(e.Kind, 2), e.Run, fmtWindow(d.Window))
 	}
 	return n
-}
-
-func kindOf(s string) supervise.Kind { return supervise.Kind(s) }
-
-func severity(k supervise.Kind) string {
-	switch k {
-	case supervise.OOMKill, supervise.GaveUp, supervise.PreflightFailed:
-		return Critical
-	}
-	return Warning
-}
-
-// message is the one human sentence of a first notification.
-func message(e supervise.Event) string {
-	size := cgroup.FormatSize
-	switch e.Kind {
-	case supervise.OOMKill:
-		return fmt.Sprintf("%s was killed by %s at its %s ceiling (peak %s)", e.Run, e.Reason, size(e.Limit), size(e.Peak))
-	case supervise.GaveUp:
-		return fmt.Sprintf("guardrun gave up on %s, a crash loop: %s", e.Run, e.Reason)
-	case supervise.PreflightFailed:
-		return fmt.Sprintf("%s was not started: %s available, %s needed", e.Run, size(e.Available), size(e.Need))
-	case supervise.ThresholdCrossed:
-		return fmt.Sprintf("%s reached %s of its %s ceiling (--restart-at %s)", e.Run, size(e.Usage), size(e.Limit), size(e.Threshold))
-	case supervise.PressureStall:
-		return fmt.Sprintf("%s is stalled on memory (PSI trigger %q) at %s of %s", e.Run, e.Reason, size(e.Usage), size(e.Limit))
-	case supervise.LeakSuspected:
-		return fmt.Sprintf("%s looks like it leaks memory: %s (now %s)", e.Run, e.Reason, size(e.Usage))
-	case supervise.Exited:
-		if e.Signal != "" {
-			return fmt.Sprintf("%s was killed by %s", e.Run, e.Signal)
-		}
-		return fmt.Sprintf("%s exited %d", e.Run, e.ExitCode)
-	}
-	return fmt.Sprintf("%s: %s", e.Run, e.Kind)
-}
-
-func plural(k supervise.Kind, n int) string {
-	words := map[supervise.Kind][2]string{
-		supervise.OOMKill:          {"OOM kill", "OOM kills"},
-		supervise.ThresholdCrossed: {"threshold crossing", "threshold crossings"},
-		supervise.PressureStall:    {"pressure stall", "pressure stalls"},
-		supervise.Exited:           {"failed exit", "failed exits"},
-		supervise.LeakSuspected:    {"suspected leak", "suspected leaks"},
-	}
-	w, ok := words[k]
-	if !ok {
-		w = [2]string{string(k), string(k)}
-	}
-	if n == 1 {
-		return w[0]
-	}
-	return w[1]
-}
-
-func fmtWindow(d time.Duration) string {
-	if d%time.Minute == 0 {
-		return fmt.Sprintf("%d min", int(d/time.Minute))
-	}
-	return d.String()
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
 )
 
@@ -82,12 +83,24 @@ func TestNotResolvedWhileTheChildIsDown(t *testing.T) {
 func TestKindsAreNeverFoldedTogether(t *testing.T) {
 	d := newDedup()
 	d.Observe(supervise.Event{Kind: supervise.Started, Run: "app"}, at(0))
-	cross := supervise.Event{Kind: supervise.ThresholdCrossed, Run: "app", Usage: 460 << 20, Limit: 512 << 20, Threshold: 460 << 20}
+	restart := supervise.Event{Kind: supervise.MemoryRestart, Run: "app", Reason: "restart_at", Detail: "its working set stayed over 460 MiB for 3s"}
 	a := d.Observe(oom("app", 0), at(1))
-	b := d.Observe(cross, at(2))
+	b := d.Observe(restart, at(2))
 	c := d.Observe(oom("other", 0), at(3))
-	if len(a) != 1 || len(b) != 1 || len(c) != 1 || b[0].Kind != "threshold_crossed" || b[0].Severity != Warning || c[0].Run != "other" {
-		t.Fatalf("distinct keys must each be sent: %v %v %v", a, b, c)
+	h := d.Observe(heapOOM("app", 0), at(4))
+	if len(a) != 1 || len(b) != 1 || len(c) != 1 || len(h) != 1 || b[0].Kind != "memory_restart" || b[0].Severity != Warning || c[0].Run != "other" || h[0].Kind != "heap_oom" {
+		t.Fatalf("distinct keys must each be sent: %v %v %v %v", a, b, c, h)
+	}
+	// A repeat of each folds into its own kind, never into the other.
+	d.Observe(oom("app", 1), at(5))
+	d.Observe(heapOOM("app", 1), at(6))
+	d.Observe(heapOOM("app", 2), at(7))
+	got := map[string]int{}
+	for _, n := range d.Flush() {
+		got[n.Kind] = n.Count
+	}
+	if len(got) != 2 || got["oom_kill"] != 1 || got["heap_oom"] != 2 {
+		t.Fatalf("folded counts by kind %v; want oom_kill 1, heap_oom 2", got)
 	}
 }
 
@@ -120,22 +133,182 @@ func TestFlushSendsWhatIsFolded(t *testing.T) {
 }
 
 func TestOnlyIncidentsAreNotified(t *testing.T) {
-	d := newDedup()
-	for _, e := range []supervise.Event{
-		{Kind: supervise.Started, Run: "a"},
-		{Kind: supervise.Restarting, Run: "a"},
-		{Kind: supervise.Stopped, Run: "a"},
-		{Kind: supervise.PreflightWait, Run: "a"},
-		{Kind: supervise.Exited, Run: "a", ExitCode: 0},
-		{Kind: supervise.Exited, Run: "a", ExitCode: 137, Cause: "oom_kill"}, // oom_kill says it
-		{Kind: supervise.Exited, Run: "a", ExitCode: 0, Reason: "restart_at"},
+	sigterm := supervise.Event{Kind: supervise.Exited, Run: "a", Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143}
+	asked := func(e supervise.Event) supervise.Event { e.Asked = true; return e }
+	for _, tc := range []struct {
+		name string
+		e    supervise.Event
+		sent bool
+	}{
+		{"started", supervise.Event{Kind: supervise.Started, Run: "a"}, false},
+		{"restarting", supervise.Event{Kind: supervise.Restarting, Run: "a"}, false},
+		{"stopping", supervise.Event{Kind: supervise.Stopping, Run: "a"}, false},
+		{"stopped", supervise.Event{Kind: supervise.Stopped, Run: "a"}, false},
+		{"preflight_wait", supervise.Event{Kind: supervise.PreflightWait, Run: "a"}, false},
+		{"a sample", supervise.Event{Kind: supervise.Sampled, Run: "a", Usage: 1 << 20}, false},
+		{"exit 0", supervise.Event{Kind: supervise.Exited, Run: "a", ExitCode: 0}, false},
+		// The death has its own event, which is the incident.
+		{"exited of an OOM kill", supervise.Event{Kind: supervise.Exited, Run: "a", ExitCode: 137, Cause: supervise.CauseOOMKill}, false},
+		{"exited of a heap OOM", supervise.Event{Kind: supervise.Exited, Run: "a", ExitCode: 134, Cause: supervise.CauseHeapOOM, Signal: "SIGABRT"}, false},
+		// guardrun stopped it to restart it: the memory_restart says so.
+		{"exited at restart_at", supervise.Event{Kind: supervise.Exited, Run: "a", ExitCode: 0, Reason: "restart_at"}, false},
+		{"killed at restart_at", supervise.Event{Kind: supervise.Exited, Run: "a", ExitCode: 137, Signal: "SIGKILL", Reason: "restart_at"}, false},
+		// A stop that was asked for: TERM to guardrun (systemctl stop,
+		// docker stop), however the child took it.
+		{"asked: killed by SIGTERM", asked(sigterm), false},
+		{"asked: exit 1 on SIGTERM", asked(supervise.Event{Kind: supervise.Exited, Run: "a", Cause: supervise.CauseExited, ExitCode: 1}), false},
+		{"asked: SIGKILL after the stop timeout", asked(supervise.Event{Kind: supervise.Exited, Run: "a", Cause: supervise.CauseSignaled, Signal: "SIGKILL", ExitCode: 137}), false},
+		// A crossing that passes is a spike guardrun does not act on.
+		{"threshold_crossed", supervise.Event{Kind: supervise.ThresholdCrossed, Run: "a", Usage: 460 << 20, Threshold: 460 << 20}, false},
+
+		{"SIGTERM from elsewhere", sigterm, true},
+		{"exit 1", supervise.Event{Kind: supervise.Exited, Run: "a", ExitCode: 1}, true},
+		{"oom_kill", oom("a", 0), true},
+		{"heap_oom", heapOOM("a", 0), true},
+		{"memory_restart", supervise.Event{Kind: supervise.MemoryRestart, Run: "a", Reason: "pressure"}, true},
+		{"pressure", supervise.Event{Kind: supervise.PressureStall, Run: "a", Reason: "some 100000 1000000"}, true},
+		{"leak_suspected", supervise.Event{Kind: supervise.LeakSuspected, Run: "a", Reason: "grows 1 MiB/min"}, true},
+		{"gave_up", supervise.Event{Kind: supervise.GaveUp, Run: "a", ExitCode: 1}, true},
+		{"preflight_failed", supervise.Event{Kind: supervise.PreflightFailed, Run: "a"}, true},
 	} {
-		if n := d.Observe(e, at(0)); len(n) != 0 {
-			t.Errorf("%+v was notified: %+v", e, n)
+		d := newDedup()
+		d.Observe(supervise.Event{Kind: supervise.Started, Run: "a"}, at(0))
+		n := d.Observe(tc.e, at(1))
+		if sent := len(n) == 1; sent != tc.sent || len(n) > 1 {
+			t.Errorf("%s: %d notifications %+v; want sent=%v", tc.name, len(n), n, tc.sent)
 		}
 	}
+	d := newDedup()
 	if n := d.Observe(supervise.Event{Kind: supervise.Exited, Run: "a", ExitCode: 1}, at(1)); len(n) != 1 || n[0].Message != "a exited 1" || *n[0].ExitCode != 1 {
 		t.Fatalf("a failed exit: %+v", n)
+	}
+}
+
+// A stop that was asked for is not an incident whatever the policy: under
+// --restart always the child comes back by itself after a SIGTERM
+// that was not asked for, and after one that was, guardrun ends.
+func TestAskedStopIsNeverAnIncident(t *testing.T) {
+	d := newDedup()
+	steps := []supervise.Event{
+		{Kind: supervise.Started, Run: "api", Pid: 10},
+		{Kind: supervise.Stopping, Run: "api", Pid: 10},
+		{Kind: supervise.Exited, Run: "api", Pid: 10, Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143, Asked: true},
+		{Kind: supervise.Stopped, Run: "api", Signal: "SIGTERM", ExitCode: 143},
+	}
+	for i, e := range steps {
+		if n := d.Observe(e, at(i)); len(n) != 0 {
+			t.Fatalf("%s: notified %+v", e.Kind, n)
+		}
+	}
+	if n := append(d.Tick(at(4000)), d.Flush()...); len(n) != 0 {
+		t.Fatalf("later: %+v", n)
+	}
+}
+
+func heapOOM(run string, restarts int) supervise.Event {
+	return supervise.Event{Kind: supervise.HeapOOM, Run: run, Pid: 4242, Restarts: restarts, Usage: 300 << 20, WorkingSet: 280 << 20, Limit: 512 << 20,
+		Diagnosis: &supervise.Diagnosis{Runtime: &supervise.RuntimeReport{
+			Runtime: "node", Pid: 4242, Event: "Allocation failed - JavaScript heap out of memory",
+			Stack:     []string{"at processRequest (/srv/app.js:12:5)", "at Server.<anonymous> (/srv/app.js:30:3)"},
+			HeapLimit: 192 << 20, HeapUsed: 190 << 20,
+		}}}
+}
+
+// heap_oom is deduplicated exactly as oom_kill: critical, the first at
+// once, repeats in one summary, resolved after a quiet window.
+func TestHeapOOMIsDeduplicatedLikeAnOOMKill(t *testing.T) {
+	d := newDedup()
+	d.Observe(supervise.Event{Kind: supervise.Started, Run: "api"}, at(0))
+	first := d.Observe(heapOOM("api", 0), at(10))
+	if len(first) != 1 || first[0].Severity != Critical || first[0].Kind != "heap_oom" || first[0].Count != 1 {
+		t.Fatalf("first: %+v", first)
+	}
+	if want := "api ran out of its 192 MiB JavaScript heap (node, pid 4242) at processRequest (/srv/app.js:12:5)"; first[0].Message != want {
+		t.Fatalf("message %q, want %q", first[0].Message, want)
+	}
+	if first[0].Diagnosis == nil || first[0].Diagnosis.Runtime == nil || first[0].WorkingSet != 280<<20 {
+		t.Fatalf("the runtime's report and the figures go along: %+v", first[0])
+	}
+	for i := 1; i <= 3; i++ {
+		// The death's exit is no second incident.
+		d.Observe(supervise.Event{Kind: supervise.Exited, Run: "api", Cause: supervise.CauseHeapOOM, ExitCode: 134, Signal: "SIGABRT"}, at(10+i*60))
+		if n := d.Observe(heapOOM("api", i), at(11+i*60)); len(n) != 0 {
+			t.Fatalf("repeat %d sent: %+v", i, n)
+		}
+		d.Observe(supervise.Event{Kind: supervise.Started, Run: "api"}, at(12+i*60))
+	}
+	sum := d.Tick(at(10 + 600))
+	if len(sum) != 1 || sum[0].Count != 3 || sum[0].Severity != Critical {
+		t.Fatalf("summary: %+v", sum)
+	}
+	if want := "3 more heap OOMs of api in the last 10 min, restarts 3, last at 14:03:11 UTC"; sum[0].Message != want {
+		t.Fatalf("summary %q, want %q", sum[0].Message, want)
+	}
+	res := d.Tick(at(10 + 1200))
+	if len(res) != 1 || res[0].Status != Resolved || res[0].Message != "resolved: no heap OOMs of api for 10 min and it is running" {
+		t.Fatalf("resolved: %+v", res)
+	}
+}
+
+func TestMessages(t *testing.T) {
+	main := &cgroup.Proc{Pid: 4242, Command: "node"}
+	worker := &cgroup.Proc{Pid: 4243, Command: "node"}
+	rt := func(r supervise.RuntimeReport) *supervise.Diagnosis { return &supervise.Diagnosis{Runtime: &r} }
+	for _, tc := range []struct {
+		name string
+		e    supervise.Event
+		want string
+	}{
+		{"oom_kill of a worker", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: worker, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"},
+			"api: the kernel OOM killer killed worker pid 4243 (node) at the 128 MiB ceiling; the service runs on"},
+		{"oom_kill of the main child", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: main, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"},
+			"api was killed by the kernel OOM killer at its 128 MiB ceiling (peak 128 MiB)"},
+		{"oom_kill, no kernel line", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"},
+			"api was killed by the kernel OOM killer at its 128 MiB ceiling (peak 128 MiB)"},
+		{"oom_kill of a worker without a command", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 1, Victim: &cgroup.Proc{Pid: 7}, Limit: 64 << 20},
+			"api: the kernel OOM killer killed worker pid 7 at the 64 MiB ceiling; the service runs on"},
+		{"heap_oom", heapOOM("api", 0), "api ran out of its 192 MiB JavaScript heap (node, pid 4242) at processRequest (/srv/app.js:12:5)"},
+		{"heap_oom of a worker", supervise.Event{Kind: supervise.HeapOOM, Run: "api", Pid: 4242, Diagnosis: rt(supervise.RuntimeReport{Runtime: "node", Pid: 4250, HeapLimit: 96 << 20, Stack: []string{"    at JSON.parse (<anonymous>)"}})},
+			"api ran out of its 96 MiB JavaScript heap (node, pid 4250) at JSON.parse (<anonymous>); the service runs on"},
+		{"heap_oom without a stack or limit", supervise.Event{Kind: supervise.HeapOOM, Run: "api", Pid: 4242, Diagnosis: rt(supervise.RuntimeReport{Runtime: "node"})},
+			"api ran out of its JavaScript heap (node, pid 4242)"},
+		{"heap_oom of a JVM", supervise.Event{Kind: supervise.HeapOOM, Run: "svc", Pid: 9, Diagnosis: rt(supervise.RuntimeReport{Runtime: "jvm", Pid: 9, HeapLimit: 1 << 30})},
+			"svc ran out of its 1 GiB Java heap (jvm, pid 9)"},
+		{"heap_oom without the runtime's report", supervise.Event{Kind: supervise.HeapOOM, Run: "api", Pid: 4242},
+			"api ran out of its runtime's heap (pid 4242)"},
+		{"memory_restart", supervise.Event{Kind: supervise.MemoryRestart, Run: "api", Reason: "restart_at", Detail: "its working set stayed over --restart-at 460 MiB for 3s"},
+			"guardrun restarted api before its ceiling: its working set stayed over --restart-at 460 MiB for 3s"},
+		{"memory_restart without a detail", supervise.Event{Kind: supervise.MemoryRestart, Run: "api", Reason: "pressure"},
+			"guardrun restarted api before its ceiling: the --pressure trigger fired"},
+		{"pressure", supervise.Event{Kind: supervise.PressureStall, Run: "api", Reason: "some 100000 1000000", Usage: 500 << 20, WorkingSet: 180 << 20, Cache: 320 << 20, Limit: 512 << 20},
+			`api is stalled on memory (PSI trigger "some 100000 1000000"): working set 180 MiB, usage 500 MiB, page cache 320 MiB, ceiling 512 MiB`},
+		{"pressure without a cgroup", supervise.Event{Kind: supervise.PressureStall, Run: "api", Reason: "x", Usage: 100 << 20, WorkingSet: 100 << 20},
+			`api is stalled on memory (PSI trigger "x"): usage 100 MiB`},
+		{"leak_suspected reads the working set", supervise.Event{Kind: supervise.LeakSuspected, Run: "api", Reason: "grows 6 MiB/min", Usage: 400 << 20, WorkingSet: 90 << 20},
+			"api looks like it leaks memory: grows 6 MiB/min (now 90 MiB)"},
+		{"exited by a signal", supervise.Event{Kind: supervise.Exited, Run: "api", Signal: "SIGSEGV", ExitCode: 139}, "api was killed by SIGSEGV"},
+	} {
+		if got := message(tc.e); got != tc.want {
+			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestPluralWords(t *testing.T) {
+	for _, tc := range []struct {
+		k          supervise.Kind
+		one, other string
+	}{
+		{supervise.OOMKill, "OOM kill", "OOM kills"},
+		{supervise.HeapOOM, "heap OOM", "heap OOMs"},
+		{supervise.MemoryRestart, "memory restart", "memory restarts"},
+		{supervise.PressureStall, "pressure stall", "pressure stalls"},
+		{supervise.LeakSuspected, "suspected leak", "suspected leaks"},
+		{supervise.Exited, "failed exit", "failed exits"},
+	} {
+		if a, b := plural(tc.k, 1), plural(tc.k, 3); a != tc.one || b != tc.other {
+			t.Errorf("%s: %q, %q; want %q, %q", tc.k, a, b, tc.one, tc.other)
+		}
 	}
 }
 

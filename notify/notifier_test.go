@@ -226,3 +226,68 @@ func TestRedactArgs(t *testing.T) {
 		t.Error("RedactArgs changed its input")
 	}
 }
+
+// The figures beside the sentence carry the working set and the page
+// cache as well as usage, in every body; the runtime's report shows where
+// the heap ran out.
+func TestBodiesCarryTheWorkingSet(t *testing.T) {
+	d := newDedup()
+	d.Host = "vps1"
+	pressure := supervise.Event{Kind: supervise.PressureStall, Run: "api", Reason: "some 100000 1000000", Usage: 500 << 20, WorkingSet: 180 << 20, Cache: 320 << 20, Limit: 512 << 20, Restarts: 2}
+	worker := supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: &cgroup.Proc{Pid: 4243, Command: "node", RSS: 120 << 20},
+		Usage: 128 << 20, WorkingSet: 127 << 20, Cache: 1 << 20, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"}
+	for _, tc := range []struct {
+		name        string
+		e           supervise.Event
+		slack, desc string
+		json        []string
+	}{
+		{"pressure", pressure,
+			":warning: *api* on vps1: api is stalled on memory (PSI trigger \"some 100000 1000000\"): working set 180 MiB, usage 500 MiB, page cache 320 MiB, ceiling 512 MiB\n" +
+				"restarts 2 · working set 180 MiB · usage 500 MiB · page cache 320 MiB · ceiling 512 MiB",
+			"working set 180 MiB; usage 500 MiB; page cache 320 MiB; ceiling 512 MiB",
+			[]string{`"usage":524288000`, `"working_set":188743680`, `"cache":335544320`, `"ceiling":536870912`}},
+		{"oom_kill of a worker", worker,
+			":rotating_light: *api* on vps1: api: the kernel OOM killer killed worker pid 4243 (node) at the 128 MiB ceiling; the service runs on\n" +
+				"restarts 0 · working set 127 MiB · usage 128 MiB · page cache 1 MiB · ceiling 128 MiB · peak 128 MiB",
+			"working set 127 MiB; usage 128 MiB; page cache 1 MiB; ceiling 128 MiB; peak 128 MiB",
+			[]string{`"victim":{"pid":4243,"command":"node","rss":125829120}`, `"severity":"critical"`}},
+		{"heap_oom", heapOOM("api", 1),
+			":rotating_light: *api* on vps1: api ran out of its 192 MiB JavaScript heap (node, pid 4242) at processRequest (/srv/app.js:12:5)\n" +
+				"restarts 1 · working set 280 MiB · usage 300 MiB · ceiling 512 MiB\n" +
+				"JavaScript heap 190 MiB used of 192 MiB (node, pid 4242): Allocation failed - JavaScript heap out of memory\n" +
+				"```at processRequest (/srv/app.js:12:5)\nat Server.<anonymous> (/srv/app.js:30:3)```",
+			"working set 280 MiB; usage 300 MiB; ceiling 512 MiB; JavaScript heap 190 MiB used of 192 MiB (node, pid 4242); at processRequest (/srv/app.js:12:5)",
+			[]string{`"kind":"heap_oom"`, `"runtime":{"runtime":"node","pid":4242,"event":"Allocation failed - JavaScript heap out of memory"`, `"heap_limit":201326592`}},
+	} {
+		ns := d.Observe(tc.e, at(0))
+		if len(ns) != 1 {
+			t.Fatalf("%s: %d notifications", tc.name, len(ns))
+		}
+		n := ns[0]
+		b, err := slackBody(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var slack map[string]string
+		json.Unmarshal(b, &slack)
+		if slack["text"] != tc.slack {
+			t.Errorf("%s: slack text:\n%s\nwant:\n%s", tc.name, slack["text"], tc.slack)
+		}
+		if got := describe(n); got != tc.desc {
+			t.Errorf("%s: alertmanager description:\n %q\nwant %q", tc.name, got, tc.desc)
+		}
+		b, err = jsonBody(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range tc.json {
+			if !strings.Contains(string(b), want) {
+				t.Errorf("%s: JSON lacks %s:\n%s", tc.name, want, b)
+			}
+		}
+		if !strings.Contains(string(b), `"schema":"`+Schema+`"`) || Schema != "guardrun.notification/v1" {
+			t.Errorf("%s: schema changed: %s", tc.name, b)
+		}
+	}
+}

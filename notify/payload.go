@@ -2,9 +2,9 @@
 // act on: one per incident, repeats folded into a count, a summary when the
 // window closes, a resolved notice when the incident is over, each carrying
 // the diagnosis (memory breakdown, largest processes, growth, the kernel's
-// OOM line). It delivers them asynchronously to sinks (HTTP JSON, Slack,
-// Alertmanager, a command) so that a slow or dead sink never holds up
-// supervision.
+// OOM line, the runtime's own report of a heap OOM). It delivers them
+// asynchronously to sinks (HTTP JSON, Slack, Alertmanager, a command) so
+// that a slow or dead sink never holds up supervision.
 //
 // It takes supervise.Event values and nothing else; it never reaches back
 // into the supervisor.
@@ -13,11 +13,13 @@ package notify
 import (
 	"time"
 
+	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
 )
 
 // Schema names the JSON payload's version. A change that removes or
-// renames a field gets a new one.
+// renames a field gets a new one; fields are added under the same one
+// (working_set, cache and victim were).
 const Schema = "guardrun.notification/v1"
 
 // Notification is the payload every sink gets (README, "Notifications").
@@ -35,10 +37,17 @@ type Notification struct {
 	Message   string    `json:"message"`
 	Ceiling   uint64    `json:"ceiling,omitempty"`
 	Peak      uint64    `json:"peak,omitempty"`
-	Usage     uint64    `json:"usage,omitempty"`
-	Restarts  int       `json:"restarts"`
-	ExitCode  *int      `json:"exit_code,omitempty"`
-	Signal    string    `json:"signal,omitempty"`
+	Usage     uint64    `json:"usage,omitempty"` // all the group was charged for, page cache included
+	// WorkingSet is the part of Usage the kernel cannot simply reclaim
+	// (usage less page cache that is not shmem): what reaches the ceiling.
+	WorkingSet uint64 `json:"working_set,omitempty"`
+	Cache      uint64 `json:"cache,omitempty"` // page cache, shmem included
+	Restarts   int    `json:"restarts"`
+	ExitCode   *int   `json:"exit_code,omitempty"`
+	Signal     string `json:"signal,omitempty"`
+	// Victim is the process the kernel's OOM killer killed (oom_kill),
+	// when its line was readable: the main child or one of its workers.
+	Victim *cgroup.Proc `json:"victim,omitempty"`
 
 	Diagnosis *supervise.Diagnosis `json:"diagnosis,omitempty"`
 }

@@ -112,6 +112,9 @@ func post(ctx context.Context, c *http.Client, u string, body []byte) error {
 
 func jsonBody(n Notification) ([]byte, error) { return json.Marshal(n) }
 
+// slackFrames is how much of a runtime's stack a Slack message shows.
+const slackFrames = 5
+
 // slackBody is a Slack incoming-webhook message: the sentence first, then
 // the figures a person asks for next.
 func slackBody(n Notification) ([]byte, error) {
@@ -126,11 +129,8 @@ func slackBody(n Notification) ([]byte, error) {
 	fmt.Fprintf(&b, "%s *%s* on %s: %s", icon, n.Run, n.Host, n.Message)
 	if n.Status == Firing {
 		fmt.Fprintf(&b, "\nrestarts %d", n.Restarts)
-		if n.Ceiling > 0 {
-			fmt.Fprintf(&b, " · ceiling %s", cgroup.FormatSize(n.Ceiling))
-		}
-		if n.Peak > 0 {
-			fmt.Fprintf(&b, " · peak %s", cgroup.FormatSize(n.Peak))
+		for _, f := range figures(n.WorkingSet, n.Usage, n.Cache, n.Ceiling, n.Peak) {
+			b.WriteString(" · " + f)
 		}
 		if d := n.Diagnosis; d != nil {
 			for _, p := range d.Top {
@@ -138,6 +138,17 @@ func slackBody(n Notification) ([]byte, error) {
 			}
 			if d.OOMReport != "" {
 				fmt.Fprintf(&b, "\n```%s```", d.OOMReport)
+			}
+			if rt := d.Runtime; rt != nil {
+				b.WriteString("\n" + heapFigures(rt))
+				if rt.Event != "" {
+					b.WriteString(": " + rt.Event)
+				}
+				// The innermost frames say where; the rest is in the
+				// report's file and the JSON.
+				if len(rt.Stack) > 0 {
+					fmt.Fprintf(&b, "\n```%s```", strings.Join(rt.Stack[:min(len(rt.Stack), slackFrames)], "\n"))
+				}
 			}
 		}
 	}
@@ -197,15 +208,15 @@ func severityLabel(n Notification) string {
 }
 
 func describe(n Notification) string {
-	var parts []string
-	if n.Ceiling > 0 {
-		parts = append(parts, "ceiling "+cgroup.FormatSize(n.Ceiling))
-	}
-	if n.Peak > 0 {
-		parts = append(parts, "peak "+cgroup.FormatSize(n.Peak))
-	}
+	parts := figures(n.WorkingSet, n.Usage, n.Cache, n.Ceiling, n.Peak)
 	if d := n.Diagnosis; d != nil && len(d.Top) > 0 {
 		parts = append(parts, fmt.Sprintf("largest: %d %s %s", d.Top[0].Pid, d.Top[0].Command, cgroup.FormatSize(d.Top[0].RSS)))
+	}
+	if d := n.Diagnosis; d != nil && d.Runtime != nil {
+		parts = append(parts, heapFigures(d.Runtime))
+		if f := topFrame(d.Runtime.Stack); f != "" {
+			parts = append(parts, "at "+f)
+		}
 	}
 	return strings.Join(parts, "; ")
 }

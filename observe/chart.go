@@ -32,24 +32,40 @@ const (
 // Each series has a colour of its own: the eye matches the legend by it,
 // and the tests find a series in the SVG by it.
 var (
-	colorUsage     = rgb(0x1f77b4)
-	colorCeiling   = rgb(0xd62728)
-	colorRestartAt = rgb(0xff7f0e)
-	colorRestart   = rgb(0x7f7f7f)
-	colorOOM       = rgb(0xc00000)
-	colorCrossed   = rgb(0xe6550d)
-	colorLeak      = rgb(0x7b3294)
-	colorPressure  = rgb(0x8c510a)
-	colorGrid      = rgb(0xe6e6e6)
-	colorNote      = rgb(0x555555)
+	// colorMemory is the solid line: the working set, or usage in a
+	// report that has no working set (from before it was kept).
+	colorMemory = rgb(0x1f77b4)
+	// colorUsage is usage, page cache included, drawn lighter behind the
+	// working set: the gap between them is cache the kernel can reclaim.
+	colorUsage      = rgb(0x9ecae1)
+	colorCeiling    = rgb(0xd62728)
+	colorRestartAt  = rgb(0xff7f0e)
+	colorRestart    = rgb(0x7f7f7f)
+	colorOOM        = rgb(0xc00000)
+	colorHeapOOM    = rgb(0xc51b7d)
+	colorMemRestart = rgb(0x238b45)
+	colorCrossed    = rgb(0xe6550d)
+	colorLeak       = rgb(0x7b3294)
+	colorPressure   = rgb(0x8c510a)
+	colorGrid       = rgb(0xe6e6e6)
+	colorNote       = rgb(0x555555)
 )
 
-// chartMarks are the event kinds drawn as markers, in legend order.
+// usageBehindWidth is the usage line's: thinner than the working set's
+// 1.5, so the line in front reads as the one that matters.
+const usageBehindWidth = vg.Length(1)
+
+// chartMarks are the event kinds drawn as markers, in legend order. A
+// heap OOM is a diamond in magenta, apart from the kernel's red ✕: the
+// runtime's own limit ended the process, not the ceiling, and the fix is
+// a different one.
 var chartMarks = []struct {
 	kind, label string
 	glyph       draw.GlyphStyle
 }{
 	{"oom_kill", "OOM kill", draw.GlyphStyle{Color: colorOOM, Radius: 6, Shape: boldCross{}}},
+	{"heap_oom", "heap OOM", draw.GlyphStyle{Color: colorHeapOOM, Radius: 6, Shape: diamond{}}},
+	{"memory_restart", "restarted before the ceiling", draw.GlyphStyle{Color: colorMemRestart, Radius: 5, Shape: downTriangle{}}},
 	{"threshold_crossed", "crossed restart-at", draw.GlyphStyle{Color: colorCrossed, Radius: 5, Shape: draw.PyramidGlyph{}}},
 	{"leak_suspected", "leak suspected", draw.GlyphStyle{Color: colorLeak, Radius: 5, Shape: boldRing{}}},
 	{"pressure", "memory pressure", draw.GlyphStyle{Color: colorPressure, Radius: 4, Shape: draw.BoxGlyph{}}},
@@ -114,6 +130,7 @@ func drawChart(dc draw.Canvas, r *Report) {
 		width += 20 + 14 // thumbnail, gap to the plot
 	}
 	plotC := draw.Crop(dc, 0, -width, 0, 0)
+	plotC.Max.Y -= drawTitle(dc, plotC, p)
 	p.Draw(plotC)
 	data := p.DataCanvas(plotC)
 
@@ -131,6 +148,27 @@ func drawChart(dc draw.Canvas, r *Report) {
 		sty.Color, sty.XAlign, sty.YAlign = colorNote, draw.XCenter, draw.YCenter
 		data.FillText(sty, data.Center(), note)
 	}
+}
+
+// drawTitle draws the plot's title itself and returns the height it
+// took. gonum centers a title over the plot alone, and one wider than
+// that (a long run name, a run with every kind of event) runs off the
+// chart's left edge. Here it is centered over the plot where it fits,
+// moved right or left to stay within the chart where it does not, and
+// past the chart's width the counts go on a line of their own.
+func drawTitle(dc, plotC draw.Canvas, p *plot.Plot) vg.Length {
+	sty, title := p.Title.TextStyle, p.Title.Text
+	p.Title.Text = ""
+	if title == "" {
+		return 0
+	}
+	if sty.Width(title) > dc.Max.X-dc.Min.X {
+		title = strings.Replace(title, ", ", "\n", 1)
+	}
+	w := sty.Width(title) // of the widest line
+	x := min(max(plotC.Center().X, dc.Min.X+w/2), dc.Max.X-w/2)
+	dc.FillText(sty, vg.Point{X: x, Y: dc.Max.Y + sty.FontExtents().Descent}, title)
+	return sty.Rectangle(title).Size().Y + p.Title.Padding
 }
 
 type legendEntry struct {
@@ -166,7 +204,8 @@ func buildChart(r *Report) (*plot.Plot, []legendEntry, string) {
 	// usage runs along it, and the markers over both.
 	const (
 		layerRestarts = iota
-		layerUsage
+		layerUsage    // usage, behind the working set
+		layerMemory   // the working set (or usage alone)
 		layerLevels
 		layerMarks
 	)
@@ -185,12 +224,20 @@ func buildChart(r *Report) (*plot.Plot, []legendEntry, string) {
 	if !r.Ended.IsZero() {
 		xmax = at(r.Ended)
 	}
-	usage := usageLine{segs: perChild(r, at), style: draw.LineStyle{Color: colorUsage, Width: 1.5}}
 	for _, s := range r.Samples {
 		xmax, ymax = max(xmax, at(s.T)), max(ymax, float64(s.Usage))
 	}
-	if len(usage.segs) > 0 {
-		add("memory usage", layerUsage, usage)
+	solid := draw.LineStyle{Color: colorMemory, Width: 1.5}
+	ws := hasWorkingSet(r.Samples)
+	switch {
+	case len(r.Samples) == 0:
+	case ws:
+		// The legend names both lines, the working set first: it is what
+		// reaches the ceiling.
+		add("working set", layerMemory, usageLine{segs: perChild(r, at, workingSetOf), style: solid})
+		add("usage (with page cache)", layerUsage, usageLine{segs: perChild(r, at, usageOf), style: draw.LineStyle{Color: colorUsage, Width: usageBehindWidth}})
+	default:
+		add("memory usage", layerMemory, usageLine{segs: perChild(r, at, usageOf), style: solid})
 	}
 	if r.Ceiling > 0 {
 		l := hline{float64(r.Ceiling), draw.LineStyle{Color: colorCeiling, Width: 1.5, Dashes: []vg.Length{6, 4}}}
@@ -219,10 +266,7 @@ func buildChart(r *Report) (*plot.Plot, []legendEntry, string) {
 		var pts plotter.XYs
 		for _, m := range r.Events {
 			if m.Kind == k.kind {
-				y := float64(m.Usage)
-				if m.Usage == 0 {
-					y = usageAt(r.Samples, m.T)
-				}
+				y := markY(m, r.Samples, ws)
 				pts = append(pts, plotter.XY{X: at(m.T), Y: y})
 				ymax = max(ymax, y)
 			}
@@ -255,10 +299,44 @@ func buildChart(r *Report) (*plot.Plot, []legendEntry, string) {
 	return p, legend, chartNote(r)
 }
 
+// hasWorkingSet tells a report that kept the working set from one that
+// did not: a live group's working set is hardly ever 0 (the kernel's own
+// memory for the group is charged to it and is not cache), so 0
+// throughout means "not known". Without a cgroup the working set is RSS,
+// as usage is, and one line says it all.
+func hasWorkingSet(s []Point) bool {
+	for _, p := range s {
+		if p.WorkingSet != 0 && p.WorkingSet != p.Usage {
+			return true
+		}
+	}
+	return false
+}
+
+func usageOf(p Point) float64      { return float64(p.Usage) }
+func workingSetOf(p Point) float64 { return float64(p.WorkingSet) }
+
+// markY is where an event sits: on the figure it carried, or on the
+// solid line at its time. An OOM kill sits on usage, which the kernel
+// holds against the ceiling; the rest sit on the working set, which
+// guardrun's thresholds read, where the report has one (ws).
+func markY(m Mark, s []Point, ws bool) float64 {
+	onWS := ws && m.Kind != "oom_kill"
+	switch {
+	case onWS && m.WorkingSet > 0:
+		return float64(m.WorkingSet)
+	case m.Usage > 0:
+		return float64(m.Usage)
+	case onWS:
+		return valueAt(s, m.T, workingSetOf)
+	}
+	return valueAt(s, m.T, usageOf)
+}
+
 // perChild splits the samples into one line per child: nothing ran and
 // nothing was sampled between a child's exit and the next start, and a
 // line across the gap would draw memory that no process held.
-func perChild(r *Report, at func(time.Time) float64) []plotter.XYs {
+func perChild(r *Report, at func(time.Time) float64, val func(Point) float64) []plotter.XYs {
 	var segs []plotter.XYs
 	var seg plotter.XYs
 	ev := 0
@@ -268,7 +346,7 @@ func perChild(r *Report, at func(time.Time) float64) []plotter.XYs {
 				segs, seg = append(segs, seg), nil
 			}
 		}
-		seg = append(seg, plotter.XY{X: at(s.T), Y: float64(s.Usage)})
+		seg = append(seg, plotter.XY{X: at(s.T), Y: val(s)})
 	}
 	if len(seg) > 0 {
 		segs = append(segs, seg)
@@ -307,7 +385,7 @@ func chartNote(r *Report) string {
 }
 
 // chartTitle says the run's outcome in a line: "api: peak 256 MiB of
-// 256 MiB, 3 OOM kills, 5 restarts".
+// 256 MiB (working set 250 MiB), 3 OOM kills, 1 heap OOM, 5 restarts".
 func chartTitle(r *Report) string {
 	if count(r.Events, "started") == 0 && len(r.Samples) == 0 {
 		return r.Run + ": not started"
@@ -316,8 +394,16 @@ func chartTitle(r *Report) string {
 	if r.Ceiling > 0 {
 		s += " of " + cgroup.FormatSize(r.Ceiling)
 	}
+	if r.PeakWorkingSet > 0 && r.PeakWorkingSet != r.Peak {
+		// Usage's peak may be mostly page cache: the working set's says
+		// how near the ceiling the run really came.
+		s += " (working set " + cgroup.FormatSize(r.PeakWorkingSet) + ")"
+	}
 	if n := count(r.Events, "oom_kill"); n > 0 {
 		s += ", " + plural(n, "OOM kill")
+	}
+	if n := count(r.Events, "heap_oom"); n > 0 {
+		s += ", " + plural(n, "heap OOM")
 	}
 	if r.Restarts > 0 {
 		s += ", " + plural(r.Restarts, "restart")
@@ -332,12 +418,12 @@ func plural(n int, what string) string {
 	return strconv.Itoa(n) + " " + what + "s"
 }
 
-// usageAt is the last sample's usage at or before t: where an event that
-// carries no usage of its own sits on the line.
-func usageAt(s []Point, t time.Time) float64 {
+// valueAt is the last sample's figure at or before t: where an event
+// that carries none of its own sits on the line.
+func valueAt(s []Point, t time.Time, val func(Point) float64) float64 {
 	i := sort.Search(len(s), func(i int) bool { return s[i].T.After(t) })
 	if i == 0 {
 		return 0
 	}
-	return float64(s[i-1].Usage)
+	return val(s[i-1])
 }

@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"gonum.org/v1/plot"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/supervise"
 )
 
 // The reports in testdata/report were recorded from real runs: a program
@@ -162,13 +165,14 @@ func (c svgChart) hasNone(t *testing.T, prefixes ...string) {
 	}
 }
 
-// usageLine is the usage line's paths: every path in its colour but the
+// line is a memory line's paths: every path in its colour but the
 // legend's thumbnail, the one with exactly two points that lie level (a
 // segment of the line starts at a child's first, near-empty sample and
-// climbs).
-func (c svgChart) usageLine() []svgPath {
+// climbs). colorMemory is the solid line: the working set, or usage in a
+// report without one; colorUsage is usage behind the working set.
+func (c svgChart) line(clr color.RGBA) []svgPath {
 	var out []svgPath
-	for _, p := range c.drawn(colorUsage) {
+	for _, p := range c.drawn(clr) {
 		if len(p.pts) != 2 || p.pts[0][1] != p.pts[1][1] {
 			out = append(out, p)
 		}
@@ -176,13 +180,16 @@ func (c svgChart) usageLine() []svgPath {
 	return out
 }
 
-// usagePoints counts the usage line's vertices and segments.
-func (c svgChart) usagePoints() (points, segments int) {
-	for _, p := range c.usageLine() {
+// linePoints counts a line's vertices and segments.
+func (c svgChart) linePoints(clr color.RGBA) (points, segments int) {
+	for _, p := range c.line(clr) {
 		points += max(len(p.pts), 1) // a lone sample is a dot
 	}
-	return points, len(c.usageLine())
+	return points, len(c.line(clr))
 }
+
+// usagePoints counts the solid line's vertices and segments.
+func (c svgChart) usagePoints() (points, segments int) { return c.linePoints(colorMemory) }
 
 func TestChartLeakShowsCeilingRestartsAndOOMKills(t *testing.T) {
 	r := loadReport(t, "leak")
@@ -228,7 +235,7 @@ func TestChartLeakShowsCeilingRestartsAndOOMKills(t *testing.T) {
 	// The ceiling is inside the chart, above every sample, and the OOM
 	// kills sit on it.
 	ceiling := c.drawn(colorCeiling)[0].pts[0][1]
-	for _, p := range c.usageLine() {
+	for _, p := range c.line(colorMemory) {
 		for _, pt := range p.pts {
 			if pt[1] > ceiling+0.5 {
 				t.Fatalf("usage at y=%g is above the ceiling at y=%g", pt[1], ceiling)
@@ -280,8 +287,8 @@ func TestChartOneSample(t *testing.T) {
 		"one memory sample: the run ended before the next", r.Exit.Message)
 	// The lone sample is a dot: a filled path, not a one-point line.
 	dots := 0
-	for _, p := range c.drawn(colorUsage) {
-		if strings.Contains(p.style, "fill:"+hex(colorUsage)) {
+	for _, p := range c.drawn(colorMemory) {
+		if strings.Contains(p.style, "fill:"+hex(colorMemory)) {
 			dots++
 		}
 	}
@@ -449,6 +456,157 @@ func TestChartTicks(t *testing.T) {
 		}
 		if s := strings.Join(ts, " "); s != tc.wantLabels {
 			t.Errorf("%s ticks %g..%g: %q; want %q", tc.ticker, tc.lo, tc.hi, s, tc.wantLabels)
+		}
+	}
+}
+
+// cacheRun is a run recorded from constructed events, through a Recorder
+// as `guardrun --report` records one: a service whose page cache grows
+// beside its heap (it serves files). The first child's working set
+// stays over --restart-at and guardrun restarts it before the ceiling;
+// the second dies of its JavaScript heap; the third has a worker
+// OOM-killed at the ceiling and runs on until it is stopped.
+func cacheRun(t *testing.T) *Report {
+	t.Helper()
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	now := t0
+	const mib = 1 << 20
+	rec := NewRecorder(Options{Run: "api", Ceiling: 256 * mib, RestartAt: 192 * mib, Sample: time.Second, Now: func() time.Time { return now }})
+	emit := func(e supervise.Event) {
+		e.Run, e.Time = "api", now
+		rec.Observe(e)
+	}
+	var peak uint64
+	var pid int
+	crossed := false
+	sample := func(ws, cache uint64) {
+		peak = max(peak, ws+cache)
+		emit(supervise.Event{Kind: supervise.Sampled, Usage: ws + cache, WorkingSet: ws, Cache: cache, Peak: peak, Limit: 256 * mib})
+		// The kernel's threshold tells each crossing of --restart-at by
+		// the working set, once until it falls back under.
+		if ws >= 192*mib && !crossed {
+			emit(supervise.Event{Kind: supervise.ThresholdCrossed, Pid: pid, Usage: ws + cache, WorkingSet: ws, Threshold: 192 * mib})
+		}
+		crossed = ws >= 192*mib
+		now = now.Add(time.Second)
+	}
+	child := func(p, restarts int) {
+		peak, pid, crossed = 0, p, false
+		emit(supervise.Event{Kind: supervise.Started, Pid: pid, Restarts: restarts, Cgroup: "v2:/sys/fs/cgroup/guardrun/api"})
+	}
+	exit := func(e supervise.Event) {
+		e.Kind, e.Peak, e.Limit = supervise.Exited, peak, 256*mib
+		emit(e)
+		now = now.Add(200 * time.Millisecond)
+		emit(supervise.Event{Kind: supervise.Restarting, Restarts: e.Restarts, Delay: 200 * time.Millisecond})
+	}
+
+	child(100, 0)
+	for i := uint64(0); ; i++ {
+		ws, cache := (40+3*i)*mib, min(2*i, 50)*mib
+		sample(ws, cache)
+		if ws >= 199*mib { // over --restart-at for the grace
+			emit(supervise.Event{Kind: supervise.MemoryRestart, Pid: 100, Usage: ws + cache, WorkingSet: ws, Reason: "restart_at",
+				Detail: "its working set stayed over --restart-at 192 MiB for 2s"})
+			exit(supervise.Event{Pid: 100, Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143, Reason: "restart_at"})
+			break
+		}
+	}
+
+	child(200, 1)
+	for i := uint64(0); i < 30; i++ {
+		sample((40+6*i)*mib, min(3*i, 30)*mib)
+	}
+	emit(supervise.Event{Kind: supervise.HeapOOM, Pid: 200, Restarts: 1, Usage: 250 * mib, WorkingSet: 220 * mib,
+		Diagnosis: &supervise.Diagnosis{Runtime: &supervise.RuntimeReport{Runtime: "node", Pid: 200, HeapLimit: 192 * mib, HeapUsed: 191 * mib,
+			Event: "Allocation failed - JavaScript heap out of memory", Stack: []string{"at processRequest (/srv/app.js:12:5)"}}}})
+	exit(supervise.Event{Pid: 200, Restarts: 1, Cause: supervise.CauseHeapOOM, Signal: "SIGABRT", ExitCode: 134})
+
+	child(300, 2)
+	for i := uint64(0); i < 50; i++ {
+		ws, cache := uint64(80*mib), min(4*i, 120)*mib
+		if i == 25 {
+			ws, cache = 250*mib, 6*mib // a worker's burst, to the ceiling
+		}
+		sample(ws, cache)
+		if i == 25 {
+			emit(supervise.Event{Kind: supervise.OOMKill, Pid: 300, Restarts: 2, Usage: 256 * mib, WorkingSet: 250 * mib, Limit: 256 * mib,
+				Reason: "the kernel OOM killer", Victim: &cgroup.Proc{Pid: 301, Command: "node"}})
+		}
+	}
+	emit(supervise.Event{Kind: supervise.Stopping, Pid: 300, Restarts: 2})
+	emit(supervise.Event{Kind: supervise.Exited, Pid: 300, Restarts: 2, Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143, Asked: true, Peak: peak})
+	emit(supervise.Event{Kind: supervise.Stopped, Restarts: 2, Signal: "SIGTERM", ExitCode: 143})
+	rec.Finish(&Exit{Cause: "signaled", Code: 143, Signal: "SIGTERM", Message: "api was stopped by signal 15 (SIGTERM), as asked (peak 206 MiB of 256 MiB)"})
+	return rec.Report()
+}
+
+func TestChartDrawsTheWorkingSetOverUsage(t *testing.T) {
+	r := cacheRun(t)
+	c := renderSVG(t, r)
+	c.has(t, "api: peak 256 MiB of 256 MiB (working set 250 MiB), 1 OOM kill, 1 heap OOM, 2 restarts",
+		"working set", "usage (with page cache)", "ceiling 256 MiB", "restart-at 192 MiB", "restart (2)",
+		"OOM kill (1)", "heap OOM (1)", "restarted before the ceiling (1)", "crossed restart-at (3)")
+	c.hasNone(t, "memory usage", "no memory samples")
+
+	for _, m := range []struct {
+		what string
+		clr  color.RGBA
+		want int
+	}{
+		{"OOM kill", colorOOM, 1},
+		{"heap OOM", colorHeapOOM, 1},
+		{"restart before the ceiling", colorMemRestart, 1},
+		{"crossed restart-at", colorCrossed, 3},
+	} {
+		if got := len(c.drawn(m.clr)) - 1; got != m.want {
+			t.Errorf("%s drawn %d times; want %d", m.what, got, m.want)
+		}
+	}
+
+	// Both lines, one segment per child, a vertex per sample; the
+	// working set never above usage.
+	ws, usage := c.line(colorMemory), c.line(colorUsage)
+	if len(ws) != 3 || len(usage) != 3 {
+		t.Fatalf("%d working set and %d usage segments; want 3 of each", len(ws), len(usage))
+	}
+	n := 0
+	for i := range ws {
+		if len(ws[i].pts) != len(usage[i].pts) {
+			t.Fatalf("segment %d: %d working set points, %d usage", i, len(ws[i].pts), len(usage[i].pts))
+		}
+		for j, p := range ws[i].pts {
+			n++
+			if u := usage[i].pts[j]; p[0] != u[0] || p[1] > u[1]+0.01 {
+				t.Fatalf("segment %d point %d: working set at %v, usage at %v", i, j, p, u)
+			}
+		}
+	}
+	if n != len(r.Samples) {
+		t.Errorf("%d points drawn; want the %d samples", n, len(r.Samples))
+	}
+	// The usage line is the lighter and the thinner of the two.
+	// (An SVG stroke is 1 wide unless it says otherwise.)
+	if strings.Contains(usage[0].style, "stroke-width") || !strings.Contains(ws[0].style, "stroke-width:1.5") || usageBehindWidth != 1 {
+		t.Errorf("styles: usage %q, working set %q", usage[0].style, ws[0].style)
+	}
+
+	// The heap OOM sits on the working set it carried; the OOM kill on
+	// usage, at the ceiling.
+	ceiling := c.drawn(colorCeiling)[0].pts[0][1]
+	kill := c.drawn(colorOOM)[0].pts
+	if mid := (kill[0][1] + kill[1][1]) / 2; mid < ceiling-1 || mid > ceiling+1 {
+		t.Errorf("the OOM kill is drawn at y=%g, not on the ceiling at y=%g", mid, ceiling)
+	}
+	// A title wider than the chart puts its counts on a second line.
+	r.Run = "payments-api-worker-eu-west"
+	long := renderSVG(t, r)
+	long.has(t, "payments-api-worker-eu-west: peak 256 MiB of 256 MiB (working set 250 MiB)", "1 OOM kill, 1 heap OOM, 2 restarts")
+	for _, format := range []string{"svg", "png"} {
+		a, err1 := Chart(cacheRun(t), format)
+		b, err2 := Chart(cacheRun(t), format)
+		if err1 != nil || err2 != nil || !bytes.Equal(a, b) {
+			t.Errorf("%s: not the same bytes twice (%v, %v)", format, err1, err2)
 		}
 	}
 }

@@ -44,7 +44,8 @@ func legendStyle() text.Style {
 	return sty
 }
 
-// usageLine is the usage over time, one segment per child.
+// usageLine is memory over time (usage or the working set), one segment
+// per child.
 type usageLine struct {
 	segs  []plotter.XYs
 	style draw.LineStyle
@@ -196,4 +197,36 @@ func ticks(lo, hi float64, steps []float64, label func(float64) string) []plot.T
 		ts = append(ts, plot.Tick{Value: i * step, Label: label(i * step)})
 	}
 	return ts
+}
+
+// diamond and downTriangle are filled glyphs gonum lacks: a heap OOM's
+// diamond stands apart from the kernel's ✕ and from the ▲ of a crossing,
+// and a restart before the ceiling points down, where it took the
+// memory.
+type diamond struct{}
+
+func (diamond) DrawGlyph(c *draw.Canvas, sty draw.GlyphStyle, pt vg.Point) {
+	c.SetColor(sty.Color)
+	r := sty.Radius
+	var p vg.Path
+	p.Move(vg.Point{X: pt.X, Y: pt.Y + r})
+	p.Line(vg.Point{X: pt.X + r*0.75, Y: pt.Y})
+	p.Line(vg.Point{X: pt.X, Y: pt.Y - r})
+	p.Line(vg.Point{X: pt.X - r*0.75, Y: pt.Y})
+	p.Close()
+	c.Fill(p)
+}
+
+type downTriangle struct{}
+
+func (downTriangle) DrawGlyph(c *draw.Canvas, sty draw.GlyphStyle, pt vg.Point) {
+	c.SetColor(sty.Color)
+	r := sty.Radius
+	h := r * vg.Length(math.Sqrt(3)) / 2
+	var p vg.Path
+	p.Move(vg.Point{X: pt.X, Y: pt.Y - r})
+	p.Line(vg.Point{X: pt.X + h, Y: pt.Y + r/2})
+	p.Line(vg.Point{X: pt.X - h, Y: pt.Y + r/2})
+	p.Close()
+	c.Fill(p)
 }

@@ -186,23 +186,27 @@ func metricDesc(name, help string, labels ...string) *prometheus.Desc {
 // merges the textfiles of several runs into one family per name, and
 // refuses families whose help differs.
 var (
-	descUp        = metricDesc("guardrun_up", "1 while the command's child runs (phase running or stopping), 0 otherwise (starting, waiting for memory, backing off, ended).")
-	descCurrent   = metricDesc("guardrun_memory_current_bytes", "Memory charged to the command's cgroup at the last sample (memory.current or memory.usage_in_bytes).")
-	descPeak      = metricDesc("guardrun_memory_peak_bytes", "Highest memory charged to the command's cgroup over the whole run, across restarts.")
-	descLimit     = metricDesc("guardrun_memory_limit_bytes", "Memory ceiling set on the command's cgroup (memory.max); absent when none is set.")
-	descRestartAt = metricDesc("guardrun_memory_restart_at_bytes", "Memory at which guardrun restarts the command before the kernel kills it; absent when not set.")
-	descOOMKills  = metricDesc("guardrun_oom_kills_total", "Processes of the command killed by the kernel's OOM killer in its cgroup (memory.events oom_kill).")
-	descRestarts  = metricDesc("guardrun_restarts_total", "Times guardrun restarted the command.")
-	descCrossings = metricDesc("guardrun_threshold_crossings_total", "Times the command's memory crossed --restart-at (a restart follows if it stays over for the grace period).")
-	descStalls    = metricDesc("guardrun_pressure_stalls_total", "Episodes of memory pressure stalls in the command's cgroup that fired the PSI trigger set on memory.pressure.")
-	descGrowth    = metricDesc("guardrun_memory_growth_bytes_per_second", "Sustained memory growth rate while a leak is suspected; 0 otherwise.")
-	descChildUp   = metricDesc("guardrun_child_start_time_seconds", "Start time of the current child process, in seconds since the Unix epoch; absent between children.")
-	descInfo      = metricDesc("guardrun_info", "Constant 1, labelled with the run's cgroup backend, the current child's group and the run's phase.", "backend", "cgroup", "phase")
+	descUp          = metricDesc("guardrun_up", "1 while the command's child runs (phase running or stopping), 0 otherwise (starting, waiting for memory, backing off, ended).")
+	descCurrent     = metricDesc("guardrun_memory_current_bytes", "Memory charged to the command's cgroup at the last sample (memory.current or memory.usage_in_bytes).")
+	descWorking     = metricDesc("guardrun_memory_working_set_bytes", "Working set of the command's cgroup at the last sample: memory charged less the page cache that is not shmem, which the kernel reclaims before it OOM-kills.")
+	descCache       = metricDesc("guardrun_memory_cache_bytes", "Page cache charged to the command's cgroup at the last sample, shmem and tmpfs included (memory.stat file or total_cache).")
+	descPeak        = metricDesc("guardrun_memory_peak_bytes", "Highest memory charged to the command's cgroup over the whole run, across restarts.")
+	descLimit       = metricDesc("guardrun_memory_limit_bytes", "Memory ceiling set on the command's cgroup (memory.max); absent when none is set.")
+	descRestartAt   = metricDesc("guardrun_memory_restart_at_bytes", "Memory at which guardrun restarts the command before the kernel kills it; absent when not set.")
+	descOOMKills    = metricDesc("guardrun_oom_kills_total", "Processes of the command killed by the kernel's OOM killer in its cgroup (memory.events oom_kill).")
+	descHeapOOMs    = metricDesc("guardrun_heap_ooms_total", "Processes of the command that died of their runtime's heap limit (V8's JavaScript heap out of memory) before the cgroup's ceiling.")
+	descMemRestarts = metricDesc("guardrun_memory_restarts_total", "Times guardrun stopped the command to restart it before its ceiling (--restart-at, --restart-on-pressure); counted in guardrun_restarts_total as well.")
+	descRestarts    = metricDesc("guardrun_restarts_total", "Times guardrun restarted the command.")
+	descCrossings   = metricDesc("guardrun_threshold_crossings_total", "Times the command's memory crossed --restart-at (a restart follows if it stays over for the grace period).")
+	descStalls      = metricDesc("guardrun_pressure_stalls_total", "Episodes of memory pressure stalls in the command's cgroup that fired the PSI trigger set on memory.pressure.")
+	descGrowth      = metricDesc("guardrun_memory_growth_bytes_per_second", "Sustained memory growth rate while a leak is suspected; 0 otherwise.")
+	descChildUp     = metricDesc("guardrun_child_start_time_seconds", "Start time of the current child process, in seconds since the Unix epoch; absent between children.")
+	descInfo        = metricDesc("guardrun_info", "Constant 1, labelled with the run's cgroup backend, the current child's group and the run's phase.", "backend", "cgroup", "phase")
 )
 
 var allDescs = []*prometheus.Desc{
-	descUp, descCurrent, descPeak, descLimit, descRestartAt, descOOMKills,
-	descRestarts, descCrossings, descStalls, descGrowth, descChildUp, descInfo,
+	descUp, descCurrent, descWorking, descCache, descPeak, descLimit, descRestartAt, descOOMKills, descHeapOOMs,
+	descRestarts, descMemRestarts, descCrossings, descStalls, descGrowth, descChildUp, descInfo,
 }
 
 func (c *runCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -227,6 +231,8 @@ func (c *runCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descUp, up)
 	gauge(descCurrent, float64(s.Current))
+	gauge(descWorking, float64(s.WorkingSet))
+	gauge(descCache, float64(s.Cache))
 	gauge(descPeak, float64(s.Peak))
 	// A ceiling or restart point of 0 means "not set", not "zero bytes":
 	// exporting 0 would make current/limit ratios in alerts divide by it.
@@ -237,7 +243,9 @@ func (c *runCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descRestartAt, float64(s.RestartAt))
 	}
 	counter(descOOMKills, s.OOMKills)
+	counter(descHeapOOMs, s.HeapOOMs)
 	counter(descRestarts, s.Restarts)
+	counter(descMemRestarts, s.MemoryRestarts)
 	counter(descCrossings, s.Crossings)
 	counter(descStalls, s.PressureStalls)
 	gauge(descGrowth, s.LeakRate)

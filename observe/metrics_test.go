@@ -25,8 +25,8 @@ var metricsChildStart = time.Unix(1700000000, 250_000_000)
 func metricsState() State {
 	return State{
 		Run: "web", Phase: PhaseRunning, Backend: "v2", Cgroup: "/sys/fs/cgroup/guardrun/web-1",
-		Ceiling: 64 << 20, RestartAt: 60397977, Current: 12 << 20, Peak: 40 << 20,
-		Restarts: 3, OOMKills: 2, Crossings: 5, PressureStalls: 7, LeakRate: 1024.5,
+		Ceiling: 64 << 20, RestartAt: 60397977, Current: 12 << 20, WorkingSet: 9 << 20, Cache: 4 << 20, Peak: 40 << 20,
+		Restarts: 3, OOMKills: 2, HeapOOMs: 6, MemoryRestarts: 1, Crossings: 5, PressureStalls: 7, LeakRate: 1024.5,
 		Pid: 4242, Started: metricsChildStart.Add(-time.Hour), ChildStarted: metricsChildStart,
 	}
 }
@@ -42,11 +42,15 @@ type wantSample struct {
 var metricsWant = []wantSample{
 	{"guardrun_up", dto.MetricType_GAUGE, 1},
 	{"guardrun_memory_current_bytes", dto.MetricType_GAUGE, 12 << 20},
+	{"guardrun_memory_working_set_bytes", dto.MetricType_GAUGE, 9 << 20},
+	{"guardrun_memory_cache_bytes", dto.MetricType_GAUGE, 4 << 20},
 	{"guardrun_memory_peak_bytes", dto.MetricType_GAUGE, 40 << 20},
 	{"guardrun_memory_limit_bytes", dto.MetricType_GAUGE, 64 << 20},
 	{"guardrun_memory_restart_at_bytes", dto.MetricType_GAUGE, 60397977},
 	{"guardrun_oom_kills_total", dto.MetricType_COUNTER, 2},
+	{"guardrun_heap_ooms_total", dto.MetricType_COUNTER, 6},
 	{"guardrun_restarts_total", dto.MetricType_COUNTER, 3},
+	{"guardrun_memory_restarts_total", dto.MetricType_COUNTER, 1},
 	{"guardrun_threshold_crossings_total", dto.MetricType_COUNTER, 5},
 	{"guardrun_pressure_stalls_total", dto.MetricType_COUNTER, 7},
 	{"guardrun_memory_growth_bytes_per_second", dto.MetricType_GAUGE, 1024.5},

@@ -99,16 +99,21 @@ func (r *Recorder) Observe(e supervise.Event) {
 		st.Run, r.rep.Run = e.Run, e.Run
 	}
 	st.Updated = e.Time
+	r.rep.PeakWorkingSet = max(r.rep.PeakWorkingSet, e.WorkingSet)
 	if e.Kind == supervise.Sampled {
-		st.Current = e.Usage
+		st.Current, st.WorkingSet, st.Cache = e.Usage, e.WorkingSet, e.Cache
 		r.peak(e.Peak, e.Usage)
-		r.point(Point{T: e.Time, Usage: e.Usage})
+		r.point(Point{T: e.Time, Usage: e.Usage, WorkingSet: e.WorkingSet})
 		r.writeState()
 		return
 	}
-	m := Mark{T: e.Time, Kind: string(e.Kind), Pid: e.Pid, Usage: e.Usage, Cause: e.Cause, Signal: e.Signal, Restarts: e.Restarts, Message: markMessage(e)}
+	m := Mark{T: e.Time, Kind: string(e.Kind), Pid: e.Pid, Usage: e.Usage, WorkingSet: e.WorkingSet, Cause: e.Cause, Signal: e.Signal,
+		Restarts: e.Restarts, Victim: e.Victim, Message: markMessage(e)}
 	if e.Kind == supervise.Exited || e.Kind == supervise.GaveUp || e.Kind == supervise.Stopped {
 		m.Code = &e.ExitCode
+	}
+	if rt := runtimeOf(e); rt != nil {
+		m.Runtime, m.HeapLimit = rt.Runtime, rt.HeapLimit
 	}
 	st.Restarts = e.Restarts
 	switch e.Kind {
@@ -119,12 +124,24 @@ func (r *Recorder) Observe(e supervise.Event) {
 			r.rep.Backend, r.rep.Cgroup = b, p
 		}
 	case supervise.Exited:
-		st.Pid, st.Current, st.LeakRate, st.ChildStarted = 0, 0, 0, time.Time{}
+		st.Pid, st.Current, st.WorkingSet, st.Cache, st.LeakRate, st.ChildStarted = 0, 0, 0, 0, 0, time.Time{}
 		r.peak(e.Peak, 0)
 		st.Phase = PhaseStarting // until restarting, stopped or the end says more
 	case supervise.OOMKill:
+		// One event per kill, told while the child lives: a worker's
+		// kill counts as the main child's does.
 		st.OOMKills++
 		r.peak(e.Peak, e.Usage)
+	case supervise.HeapOOM:
+		st.HeapOOMs++
+		r.peak(e.Peak, e.Usage)
+	case supervise.MemoryRestart:
+		// The restart's cause; restarting follows, and the count of
+		// restarts with it.
+		st.MemoryRestarts++
+		if st.Pid != 0 {
+			st.Phase = PhaseStopping
+		}
 	case supervise.ThresholdCrossed:
 		st.Crossings++
 	case supervise.PressureStall:
@@ -160,12 +177,10 @@ func (r *Recorder) peak(vals ...uint64) {
 // then on each point folds twice as many samples (stride), so the whole
 // timeline keeps one resolution, the one SampleEvery says.
 func (r *Recorder) point(p Point) {
-	if r.pendingN == 0 || p.Usage > r.pending.Usage {
-		t := r.pending.T
+	if r.pendingN == 0 {
 		r.pending = p
-		if r.pendingN > 0 {
-			r.pending.T = t // a folded point is stamped at its start
-		}
+	} else {
+		r.pending = fold(r.pending, p)
 	}
 	if r.pendingN++; r.pendingN < r.stride {
 		return
@@ -174,9 +189,7 @@ func (r *Recorder) point(p Point) {
 	if len(s) >= maxSamples {
 		half := s[:0]
 		for i := 0; i+1 < len(s); i += 2 {
-			a := s[i]
-			a.Usage = max(a.Usage, s[i+1].Usage)
-			half = append(half, a)
+			half = append(half, fold(s[i], s[i+1]))
 		}
 		r.rep.Samples = half
 		r.stride *= 2
@@ -185,6 +198,13 @@ func (r *Recorder) point(p Point) {
 	}
 	r.rep.Samples = append(s, r.pending)
 	r.pendingN = 0
+}
+
+// fold makes one point of two neighbours: stamped at the first, each
+// figure the higher of the two, so neither line loses its peaks.
+func fold(a, b Point) Point {
+	a.Usage, a.WorkingSet = max(a.Usage, b.Usage), max(a.WorkingSet, b.WorkingSet)
+	return a
 }
 
 // mark appends an event; past maxMarks the middle goes and the first half
@@ -229,7 +249,8 @@ func (r *Recorder) Snapshot() State {
 	return Live(st)
 }
 
-// Live refreshes a state's usage and peak from its group, when the child
+// Live refreshes a state's usage, working set, page cache and peak from
+// its group, when the child
 // runs in one.
 func Live(st State) State {
 	// Only a cgroup file is read: root's status also reads the state
@@ -238,7 +259,7 @@ func Live(st State) State {
 		return st
 	}
 	if u, err := cgroup.ReadUsage(st.Backend, st.Cgroup); err == nil {
-		st.Current, st.Peak = u.Current, max(st.Peak, u.Peak)
+		st.Current, st.WorkingSet, st.Cache, st.Peak = u.Current, u.WorkingSet, u.Cache, max(st.Peak, u.Peak)
 	}
 	return st
 }
@@ -306,16 +327,41 @@ func markMessage(e supervise.Event) string {
 		return fmt.Sprintf("started pid %d", e.Pid)
 	case supervise.Exited:
 		switch {
-		case e.Cause == "oom_kill":
+		case e.Cause == supervise.CauseOOMKill:
 			return fmt.Sprintf("OOM-killed at %s (peak %s)", size(e.Limit), size(e.Peak))
+		case e.Cause == supervise.CauseHeapOOM:
+			how := fmt.Sprintf("exit %d", e.ExitCode)
+			if e.Signal != "" {
+				how = e.Signal
+			}
+			return fmt.Sprintf("died of its heap limit (%s)", how)
+		case e.Asked && e.Signal != "":
+			return "stopped by " + e.Signal + ", as asked"
+		case e.Asked:
+			return fmt.Sprintf("exited %d when asked to stop", e.ExitCode)
 		case e.Signal != "":
 			return "killed by " + e.Signal
 		}
 		return fmt.Sprintf("exited %d", e.ExitCode)
 	case supervise.OOMKill:
-		return fmt.Sprintf("OOM kill: %s", e.Reason)
+		if v := e.Victim; v != nil {
+			return fmt.Sprintf("OOM kill: %s killed pid %d (%s)", killer(e), v.Pid, v.Command)
+		}
+		return "OOM kill: " + killer(e)
+	case supervise.HeapOOM:
+		return "heap OOM: " + heapWords(e)
+	case supervise.MemoryRestart:
+		why := e.Detail
+		if why == "" {
+			why = e.Reason
+		}
+		return "memory restart: " + why
 	case supervise.ThresholdCrossed:
-		return fmt.Sprintf("crossed --restart-at %s at %s", size(e.Threshold), size(e.Usage))
+		at := e.WorkingSet // what --restart-at is held against
+		if at == 0 {
+			at = e.Usage
+		}
+		return fmt.Sprintf("crossed --restart-at %s at %s", size(e.Threshold), size(at))
 	case supervise.PressureStall:
 		return "memory pressure: " + e.Reason
 	case supervise.LeakSuspected:
@@ -334,4 +380,40 @@ func markMessage(e supervise.Event) string {
 		return "stopped"
 	}
 	return string(e.Kind)
+}
+
+func killer(e supervise.Event) string {
+	if e.Reason != "" {
+		return e.Reason
+	}
+	return "the kernel OOM killer"
+}
+
+// runtimeOf is a heap_oom's runtime report, or nil.
+func runtimeOf(e supervise.Event) *supervise.RuntimeReport {
+	if e.Kind != supervise.HeapOOM || e.Diagnosis == nil {
+		return nil
+	}
+	return e.Diagnosis.Runtime
+}
+
+// heapWords say which heap ran out, as far as the runtime told:
+// "out of its 192 MiB JavaScript heap (node, pid 4242)".
+func heapWords(e supervise.Event) string {
+	rt := runtimeOf(e)
+	if rt == nil {
+		return fmt.Sprintf("out of its runtime's heap (pid %d)", e.Pid)
+	}
+	heap := notify.HeapName(rt.Runtime)
+	if rt.HeapLimit > 0 {
+		heap = cgroup.FormatSize(rt.HeapLimit) + " " + heap
+	}
+	pid := rt.Pid
+	if pid == 0 {
+		pid = e.Pid
+	}
+	if rt.Runtime == "" {
+		return fmt.Sprintf("out of its %s (pid %d)", heap, pid)
+	}
+	return fmt.Sprintf("out of its %s (%s, pid %d)", heap, rt.Runtime, pid)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -108,11 +109,19 @@ func TestStatePhases(t *testing.T) {
 	}{
 		{supervise.Event{Kind: supervise.Started, Pid: 10, Cgroup: "v1:/x"}, PhaseRunning},
 		{supervise.Event{Kind: supervise.Sampled, Usage: 50, Peak: 60}, PhaseRunning},
+		// A worker's OOM kill, told while the child lives on.
+		{supervise.Event{Kind: supervise.OOMKill, Pid: 10, Victim: &cgroup.Proc{Pid: 12, Command: "node"}, Usage: 100, Peak: 100}, PhaseRunning},
 		{supervise.Event{Kind: supervise.OOMKill, Usage: 100, Peak: 100}, PhaseRunning},
 		{supervise.Event{Kind: supervise.Exited, Cause: "oom_kill", ExitCode: 137, Peak: 100}, PhaseStarting},
 		{supervise.Event{Kind: supervise.Restarting, Delay: time.Second}, PhaseBackoff},
 		{supervise.Event{Kind: supervise.Started, Pid: 11, Restarts: 1, Cgroup: "v1:/x"}, PhaseRunning},
-		{supervise.Event{Kind: supervise.Stopping, Pid: 11, Restarts: 1}, PhaseStopping},
+		{supervise.Event{Kind: supervise.HeapOOM, Pid: 11, Restarts: 1, Usage: 90}, PhaseRunning},
+		{supervise.Event{Kind: supervise.Exited, Pid: 11, Restarts: 1, Cause: supervise.CauseHeapOOM, ExitCode: 134, Signal: "SIGABRT"}, PhaseStarting},
+		{supervise.Event{Kind: supervise.Started, Pid: 13, Restarts: 2, Cgroup: "v1:/x"}, PhaseRunning},
+		{supervise.Event{Kind: supervise.MemoryRestart, Pid: 13, Restarts: 2, Reason: "restart_at", Detail: "working set over 90 B for 3s"}, PhaseStopping},
+		{supervise.Event{Kind: supervise.Exited, Pid: 13, Restarts: 2, Reason: "restart_at"}, PhaseStarting},
+		{supervise.Event{Kind: supervise.Started, Pid: 14, Restarts: 3, Cgroup: "v1:/x"}, PhaseRunning},
+		{supervise.Event{Kind: supervise.Stopping, Pid: 14, Restarts: 3}, PhaseStopping},
 	}
 	for i, s := range steps {
 		s.e.Run, s.e.Time = "ph", t0.Add(time.Duration(i)*time.Second)
@@ -122,7 +131,7 @@ func TestStatePhases(t *testing.T) {
 		}
 	}
 	st := rec.Snapshot()
-	if st.OOMKills != 1 || st.Restarts != 1 || st.Peak != 100 || st.Pid != 11 || len(st.Last) != lastEvents {
+	if st.OOMKills != 2 || st.HeapOOMs != 1 || st.MemoryRestarts != 1 || st.Restarts != 3 || st.Peak != 100 || st.Pid != 14 || len(st.Last) != lastEvents {
 		t.Errorf("state %+v", st)
 	}
 	if st.Last[len(st.Last)-1].Kind != "stopping" {
@@ -273,7 +282,7 @@ func TestStepSummary(t *testing.T) {
 	r := &Report{Run: "build", Command: []string{"npm", "run", "build"}, Ceiling: 2 << 30, Peak: 1536 << 20,
 		Started: t0, Ended: t0.Add(3*time.Minute + 12*time.Second), Restarts: 0,
 		Exit:    &Exit{Cause: "exited", Code: 0, Message: "build exited 0 (peak 1.5 GiB of 2 GiB, ran 3m12s)"},
-		Samples: []Point{{t0, 1 << 20}, {t0.Add(time.Second), 1 << 30}, {t0.Add(2 * time.Second), 1536 << 20}}}
+		Samples: []Point{{T: t0, Usage: 1 << 20}, {T: t0.Add(time.Second), Usage: 1 << 30}, {T: t0.Add(2 * time.Second), Usage: 1536 << 20}}}
 	got := StepSummary(r)
 	for _, want := range []string{"### ✅ guardrun: build", "| command | `npm run build` |", "| result | build exited 0 (peak 1.5 GiB of 2 GiB, ran 3m12s) (exit 0) |",
 		"| peak memory | 1.5 GiB of 2 GiB (75%) |", "| memory over time | `▁▅█` |", "| restarts | 0 |", "| ran | 3m12s |"} {
@@ -293,5 +302,168 @@ func TestStepSummary(t *testing.T) {
 	os.Symlink(p, link)
 	if err := AppendStepSummary(link, r); err == nil {
 		t.Error("appended through a symlink")
+	}
+}
+
+// Samples carry the working set and the page cache into the state, the
+// metrics and the report's points; an exit clears them until the next
+// child's first sample.
+func TestRecorderKeepsTheWorkingSet(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	rec := NewRecorder(Options{Run: "ws", Sample: time.Second, Now: func() time.Time { return t0 }})
+	for i, e := range []supervise.Event{
+		{Kind: supervise.Started, Pid: 10, Cgroup: "v2:/sys/fs/cgroup/guardrun/ws"},
+		{Kind: supervise.Sampled, Usage: 300 << 20, WorkingSet: 100 << 20, Cache: 210 << 20, Peak: 300 << 20},
+		{Kind: supervise.Sampled, Usage: 320 << 20, WorkingSet: 90 << 20, Cache: 240 << 20, Peak: 320 << 20},
+	} {
+		e.Run, e.Time = "ws", t0.Add(time.Duration(i)*time.Second)
+		rec.Observe(e)
+	}
+	st := rec.Snapshot()
+	if st.Current != 320<<20 || st.WorkingSet != 90<<20 || st.Cache != 240<<20 {
+		t.Errorf("state: current %d, working set %d, cache %d", st.Current, st.WorkingSet, st.Cache)
+	}
+	b, _ := encodeState(st)
+	for _, want := range []string{`"working_set": 94371840`, `"cache": 251658240`, `"heap_ooms": 0`, `"memory_restarts": 0`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("state file lacks %s:\n%s", want, b)
+		}
+	}
+	rep := rec.Report()
+	if len(rep.Samples) != 2 || rep.Samples[0].WorkingSet != 100<<20 || rep.Samples[1].WorkingSet != 90<<20 || rep.PeakWorkingSet != 100<<20 {
+		t.Errorf("points %+v, peak working set %d", rep.Samples, rep.PeakWorkingSet)
+	}
+	rec.Observe(supervise.Event{Kind: supervise.Exited, Run: "ws", Time: t0.Add(3 * time.Second), Peak: 320 << 20})
+	if st := rec.Snapshot(); st.Current != 0 || st.WorkingSet != 0 || st.Cache != 0 {
+		t.Errorf("after the exit: %+v", st)
+	}
+}
+
+// Folding a long timeline keeps the peaks of both lines, each its own:
+// the highest working set need not be at the highest usage.
+func TestFoldKeepsBothPeaks(t *testing.T) {
+	t0 := time.Now()
+	rec := NewRecorder(Options{Run: "fold", Sample: time.Second})
+	for i := range maxSamples + 2 {
+		u, ws := uint64(100), uint64(50)
+		switch i {
+		case 4000:
+			u = 1000 // a burst of page cache
+		case 4001:
+			ws = 90 // a heap spike as the cache goes
+		}
+		rec.Observe(supervise.Event{Kind: supervise.Sampled, Time: t0.Add(time.Duration(i) * time.Second), Usage: u, WorkingSet: ws})
+	}
+	rep := rec.Report()
+	p := rep.Samples[2000] // samples 4000 and 4001, folded
+	if len(rep.Samples) > maxSamples || p.Usage != 1000 || p.WorkingSet != 90 || !p.T.Equal(t0.Add(4000*time.Second)) {
+		t.Errorf("%d points; the folded one %+v", len(rep.Samples), p)
+	}
+}
+
+// A report's events keep who the kernel killed and which heap ran out.
+func TestMarksOfTheOOMs(t *testing.T) {
+	rec := NewRecorder(Options{Run: "m"})
+	victim := &cgroup.Proc{Pid: 12, Command: "node", RSS: 90 << 20}
+	heap := &supervise.Diagnosis{Runtime: &supervise.RuntimeReport{Runtime: "node", Pid: 11, HeapLimit: 192 << 20}}
+	for _, tc := range []struct {
+		e    supervise.Event
+		want Mark
+	}{
+		{supervise.Event{Kind: supervise.OOMKill, Pid: 10, Victim: victim, Reason: "the kernel OOM killer", Usage: 256 << 20, WorkingSet: 250 << 20},
+			Mark{Kind: "oom_kill", Pid: 10, Victim: victim, Usage: 256 << 20, WorkingSet: 250 << 20, Message: "OOM kill: the kernel OOM killer killed pid 12 (node)"}},
+		{supervise.Event{Kind: supervise.HeapOOM, Pid: 10, Diagnosis: heap},
+			Mark{Kind: "heap_oom", Pid: 10, Runtime: "node", HeapLimit: 192 << 20, Message: "heap OOM: out of its 192 MiB JavaScript heap (node, pid 11)"}},
+		{supervise.Event{Kind: supervise.HeapOOM, Pid: 10},
+			Mark{Kind: "heap_oom", Pid: 10, Message: "heap OOM: out of its runtime's heap (pid 10)"}},
+		{supervise.Event{Kind: supervise.Exited, Pid: 10, Cause: supervise.CauseHeapOOM, Signal: "SIGABRT", ExitCode: 134},
+			Mark{Kind: "exited", Pid: 10, Cause: "heap_oom", Signal: "SIGABRT", Message: "died of its heap limit (SIGABRT)"}},
+		{supervise.Event{Kind: supervise.Exited, Pid: 10, Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143, Asked: true},
+			Mark{Kind: "exited", Pid: 10, Cause: "signaled", Signal: "SIGTERM", Message: "stopped by SIGTERM, as asked"}},
+		{supervise.Event{Kind: supervise.Exited, Pid: 10, Cause: supervise.CauseExited, ExitCode: 1, Asked: true},
+			Mark{Kind: "exited", Pid: 10, Cause: "exited", Message: "exited 1 when asked to stop"}},
+		{supervise.Event{Kind: supervise.MemoryRestart, Pid: 10, Reason: "restart_at", Detail: "its working set stayed over 192 MiB for 3s"},
+			Mark{Kind: "memory_restart", Pid: 10, Message: "memory restart: its working set stayed over 192 MiB for 3s"}},
+		{supervise.Event{Kind: supervise.ThresholdCrossed, Pid: 10, Threshold: 192 << 20, Usage: 400 << 20, WorkingSet: 193 << 20},
+			Mark{Kind: "threshold_crossed", Pid: 10, Usage: 400 << 20, WorkingSet: 193 << 20, Message: "crossed --restart-at 192 MiB at 193 MiB"}},
+	} {
+		rec.Observe(tc.e)
+		evs := rec.Report().Events
+		got := evs[len(evs)-1]
+		got.Code = nil
+		if fmt.Sprintf("%+v", got) != fmt.Sprintf("%+v", tc.want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", tc.e.Kind, got, tc.want)
+		}
+	}
+}
+
+// The summary names how memory ran out, heap or kernel, with counts over
+// the run, and its peaks are the highest of all children.
+func TestStepSummaryNamesTheOOMs(t *testing.T) {
+	t0 := time.Date(2026, 11, 27, 3, 0, 0, 0, time.UTC)
+	m := func(kind string, f func(*Mark)) Mark {
+		mk := Mark{T: t0, Kind: kind, Pid: 10}
+		if f != nil {
+			f(&mk)
+		}
+		return mk
+	}
+	heap := m("heap_oom", func(mk *Mark) { mk.Runtime, mk.HeapLimit = "node", 192<<20 })
+	worker := m("oom_kill", func(mk *Mark) { mk.Victim = &cgroup.Proc{Pid: 11, Command: "node"} })
+	main := m("oom_kill", func(mk *Mark) { mk.Victim = &cgroup.Proc{Pid: 10, Command: "node"} })
+	for _, tc := range []struct {
+		name      string
+		r         Report
+		want, not []string
+	}{
+		{"heap OOMs", Report{Events: []Mark{heap, m("started", nil), heap}},
+			[]string{"| heap OOMs | 2: died of its JavaScript heap (192 MiB) |"}, []string{"| OOM kills"}},
+		{"a heap OOM without the runtime's report", Report{Events: []Mark{m("heap_oom", nil)}},
+			[]string{"| heap OOMs | 1: died of its heap |"}, nil},
+		{"kernel OOM kills", Report{Events: []Mark{m("oom_kill", nil), m("oom_kill", nil)}},
+			[]string{"| OOM kills | 2: killed by the kernel OOM killer |"}, []string{"| heap OOMs"}},
+		{"a worker's kill", Report{Events: []Mark{worker}},
+			[]string{"| OOM kills | 1: killed by the kernel OOM killer (a worker) |"}, nil},
+		{"workers and the main child", Report{Events: []Mark{worker, worker, main}},
+			[]string{"| OOM kills | 3: killed by the kernel OOM killer (2 of them workers) |"}, nil},
+		{"without a cgroup", Report{Backend: "none", Events: []Mark{m("oom_kill", nil)}},
+			[]string{"| OOM kills | 1: killed by guardrun (no cgroup: sampled RSS) |"}, nil},
+		{"both", Report{Events: []Mark{heap, main}},
+			[]string{"| heap OOMs | 1: died of its JavaScript heap (192 MiB) |", "| OOM kills | 1: killed by the kernel OOM killer |"}, nil},
+		{"memory restarts", Report{Restarts: 3, Events: []Mark{m("memory_restart", nil), m("memory_restart", nil)}},
+			[]string{"| restarts | 3 (2 by guardrun before the ceiling) |"}, nil},
+		{"peaks of all children", Report{Ceiling: 512 << 20, Peak: 500 << 20, PeakWorkingSet: 300 << 20,
+			Exit: &Exit{Code: 0, Message: "api exited 0 (peak 100 MiB of 512 MiB, ran 3s)"}},
+			[]string{"| peak memory | 500 MiB of 512 MiB (98%) |", "| peak working set | 300 MiB of 512 MiB (59%) |"}, nil},
+		{"no working set known", Report{Peak: 500 << 20},
+			[]string{"| peak memory | 500 MiB |"}, []string{"working set"}},
+	} {
+		tc.r.Run = "api"
+		got := StepSummary(&tc.r)
+		for _, w := range tc.want {
+			if !strings.Contains(got, w) {
+				t.Errorf("%s: lacks %q:\n%s", tc.name, w, got)
+			}
+		}
+		for _, w := range tc.not {
+			if strings.Contains(got, w) {
+				t.Errorf("%s: has %q:\n%s", tc.name, w, got)
+			}
+		}
+	}
+	// Recorded: the run's peak is the highest child's, not the last's.
+	rec := NewRecorder(Options{Run: "api", Ceiling: 512 << 20})
+	for _, e := range []supervise.Event{
+		{Kind: supervise.Started, Pid: 1},
+		{Kind: supervise.Sampled, Usage: 500 << 20, WorkingSet: 300 << 20},
+		{Kind: supervise.Exited, Pid: 1, Peak: 500 << 20, ExitCode: 1},
+		{Kind: supervise.Started, Pid: 2, Restarts: 1},
+		{Kind: supervise.Sampled, Usage: 100 << 20, WorkingSet: 90 << 20, Restarts: 1},
+		{Kind: supervise.Exited, Pid: 2, Peak: 100 << 20, Restarts: 1},
+	} {
+		rec.Observe(e)
+	}
+	if got := StepSummary(rec.Report()); !strings.Contains(got, "| peak memory | 500 MiB of 512 MiB (98%) |") || !strings.Contains(got, "| peak working set | 300 MiB of 512 MiB (59%) |") {
+		t.Errorf("recorded run:\n%s", got)
 	}
 }

@@ -2,6 +2,8 @@ package observe
 
 import (
 	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
 )
 
 // ReportSchema names the report's JSON layout; a change that breaks a
@@ -23,14 +25,17 @@ type Report struct {
 	Started time.Time `json:"started"`
 	Ended   time.Time `json:"ended"`
 
-	Peak     uint64 `json:"peak"` // the highest usage of any child
-	Restarts int    `json:"restarts"`
-	Exit     *Exit  `json:"exit,omitempty"` // how the run ended; nil while it runs
+	Peak uint64 `json:"peak"` // the highest usage of any child
+	// PeakWorkingSet is the highest working set of any child, as sampled
+	// or as an event carried it; 0 when none was known.
+	PeakWorkingSet uint64 `json:"peak_working_set,omitempty"`
+	Restarts       int    `json:"restarts"`
+	Exit           *Exit  `json:"exit,omitempty"` // how the run ended; nil while it runs
 
 	// SampleEvery is the sampling interval; Samples are the group's usage
-	// over the run. A long run keeps at most maxSamples: when full, each
-	// two neighbours are folded into the higher one, so peaks survive and
-	// SampleEvery doubles.
+	// and working set over the run. A long run keeps at most maxSamples:
+	// when full, each two neighbours are folded into the higher one, so
+	// peaks survive and SampleEvery doubles.
 	SampleEvery Duration `json:"sample_every,omitempty"`
 	Samples     []Point  `json:"samples"`
 	// Events are the lifecycle steps, oldest first (samples excluded).
@@ -42,8 +47,10 @@ type Report struct {
 
 // Exit is how a run ended.
 type Exit struct {
-	Cause  string `json:"cause"` // exited, signaled, oom_kill
-	Code   int    `json:"code"`  // guardrun's exit status
+	// Cause: exited, signaled, oom_kill, heap_oom (the runtime's heap
+	// limit ended it), preflight_failed, stopped or error.
+	Cause  string `json:"cause"`
+	Code   int    `json:"code"` // guardrun's exit status
 	Signal string `json:"signal,omitempty"`
 	Reason string `json:"reason,omitempty"`  // why guardrun stopped the child itself
 	GaveUp string `json:"gave_up,omitempty"` // why guardrun stopped restarting
@@ -51,24 +58,35 @@ type Exit struct {
 	Message string `json:"message"`
 }
 
-// Point is the group's usage at one time.
+// Point is the group's usage and working set at one time. A report from
+// before working sets were kept has none (0), and the chart draws usage
+// alone.
 type Point struct {
-	T     time.Time `json:"t"`
-	Usage uint64    `json:"usage"`
+	T          time.Time `json:"t"`
+	Usage      uint64    `json:"usage"`
+	WorkingSet uint64    `json:"working_set"`
 }
 
 // Mark is one lifecycle event of the run: what the chart marks and the
 // report lists.
 type Mark struct {
-	T        time.Time `json:"t"`
-	Kind     string    `json:"kind"` // supervise.Kind: started, exited, oom_kill, restarting, threshold_crossed, leak_suspected, ...
-	Pid      int       `json:"pid,omitempty"`
-	Usage    uint64    `json:"usage,omitempty"`
-	Cause    string    `json:"cause,omitempty"`
-	Code     *int      `json:"code,omitempty"`
-	Signal   string    `json:"signal,omitempty"`
-	Restarts int       `json:"restarts,omitempty"`
-	Message  string    `json:"message,omitempty"` // one human sentence
+	T     time.Time `json:"t"`
+	Kind  string    `json:"kind"` // supervise.Kind: started, exited, oom_kill, restarting, threshold_crossed, leak_suspected, ...
+	Pid   int       `json:"pid,omitempty"`
+	Usage uint64    `json:"usage,omitempty"`
+	// WorkingSet is the event's working set, where it carried one.
+	WorkingSet uint64 `json:"working_set,omitempty"`
+	Cause      string `json:"cause,omitempty"`
+	Code       *int   `json:"code,omitempty"`
+	Signal     string `json:"signal,omitempty"`
+	Restarts   int    `json:"restarts,omitempty"`
+	// Victim is the process the kernel's OOM killer killed (oom_kill).
+	Victim *cgroup.Proc `json:"victim,omitempty"`
+	// Runtime and HeapLimit are a heap_oom's runtime (node, jvm) and its
+	// heap limit in bytes, from the runtime's report.
+	Runtime   string `json:"runtime,omitempty"`
+	HeapLimit uint64 `json:"heap_limit,omitempty"`
+	Message   string `json:"message,omitempty"` // one human sentence
 }
 
 // Duration is a time.Duration that reads and writes as "1s".

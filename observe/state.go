@@ -33,11 +33,23 @@ type State struct {
 
 	Ceiling   uint64 `json:"ceiling,omitempty"`
 	RestartAt uint64 `json:"restart_at,omitempty"`
-	Current   uint64 `json:"current"` // at the last sample or event
-	Peak      uint64 `json:"peak"`    // of the whole run
+	Current   uint64 `json:"current"` // usage at the last sample or event, page cache included
+	// WorkingSet is the part of Current the kernel cannot simply reclaim
+	// (cgroup.WorkingSet), and Cache the page cache (shmem included), at
+	// the same time. A state file from before they were kept has 0.
+	WorkingSet uint64 `json:"working_set"`
+	Cache      uint64 `json:"cache"`
+	Peak       uint64 `json:"peak"` // of the whole run
 
-	Restarts       int     `json:"restarts"`
-	OOMKills       int     `json:"oom_kills"`
+	Restarts int `json:"restarts"`
+	// OOMKills counts the kernel's kills in the run's groups, one per
+	// oom_kill event: a worker's as well as the main child's.
+	OOMKills int `json:"oom_kills"`
+	// HeapOOMs counts deaths of a runtime's heap limit (heap_oom).
+	HeapOOMs int `json:"heap_ooms"`
+	// MemoryRestarts counts the restarts guardrun made before the
+	// ceiling (memory_restart: --restart-at, --restart-on-pressure).
+	MemoryRestarts int     `json:"memory_restarts"`
 	Crossings      int     `json:"threshold_crossings"`
 	PressureStalls int     `json:"pressure_stalls"`
 	LeakRate       float64 `json:"leak_rate,omitempty"` // bytes/s while a leak is suspected

@@ -6,10 +6,12 @@ package testchild
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -246,6 +248,15 @@ func Main(mode string, args []string) int {
 		}
 		<-done
 		return 0
+	case "files": // files DIR MIB READS [FILE]: write MIB of files in DIR, read them back READS times (or for a duration), exit 0
+		return files(arg(0), arg(1), arg(2), arg(3))
+	case "ready": // ready FILE DUR: write FILE (and .pid, .ppid), then sleep DUR with the default signal dispositions
+		d, _ := time.ParseDuration(arg(1))
+		writeAtomic(arg(0), "ready")
+		time.Sleep(d)
+		return 0
+	case "prefork": // prefork N MIB FILE: a master whose leaking worker is OOM-killed and started again, N times; then exit 0
+		return prefork(arg(0), arg(1), arg(2))
 	case "cgroup":
 		b, _ := os.ReadFile("/proc/self/cgroup")
 		os.Stdout.Write(b)
@@ -258,6 +269,130 @@ func Main(mode string, args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "testchild: unknown mode", mode)
 	return 2
+}
+
+// files is the file-heavy child: a static-file server or a build reading
+// node_modules, whose group's usage is mostly page cache and whose working
+// set is small. It writes mib MiB as files of up to filesChunk in dir
+// (files-000.dat, ...), then reads them all back through the page cache,
+// reads times ("3"; "0" only writes) or for a duration ("20s": pass after
+// pass, the last cut short when time is up). With progress, it writes that
+// file (and .pid, .ppid, see writeAtomic) once the data is written and
+// fsynced, "wrote MIB MiB, read 0", and again after each pass: "read 1",
+// "read 2", ... The files stay: dir is the caller's, and deleting them
+// would drop the cache the test is there to see.
+//
+// Its anonymous memory is one 1 MiB buffer and the Go runtime's. Each file
+// is fsynced, so the cache is clean, as a server's read-mostly files are:
+// what the kernel drops at the ceiling without waiting on writeback (v1 has
+// no per-group dirty throttling, so a group full of dirty pages can only
+// wait at its ceiling). No O_DIRECT: the page cache is the point. dir must
+// not be tmpfs, whose pages are shmem, which the working set counts.
+func files(dir, mib, reads, progress string) int {
+	n, err := strconv.Atoi(mib)
+	if err != nil || n <= 0 || dir == "" {
+		fmt.Fprintf(os.Stderr, "testchild: files DIR MIB READS [FILE]: got dir %q, MiB %q\n", dir, mib)
+		return 2
+	}
+	passes, errN := strconv.Atoi(reads)
+	until, errD := time.ParseDuration(reads)
+	if (errN != nil || passes < 0) && (errD != nil || until <= 0) {
+		fmt.Fprintf(os.Stderr, "testchild: files: READS %q is neither a count nor a duration\n", reads)
+		return 2
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(dir, &fs); err != nil {
+		fmt.Fprintln(os.Stderr, "testchild: files:", err)
+		return 1
+	} else if fs.Type == tmpfsMagic {
+		fmt.Fprintf(os.Stderr, "testchild: files: %s is tmpfs: its pages are shmem, not page cache\n", dir)
+		return 2
+	}
+	buf := make([]byte, 1<<20)
+	for i := range buf {
+		buf[i] = byte(i % 251)
+	}
+	var paths []string
+	for left, i := n<<20, 0; left > 0; i++ {
+		p := filepath.Join(dir, fmt.Sprintf("files-%03d.dat", i))
+		size := min(left, filesChunk)
+		if err := writeFile(p, buf, size); err != nil {
+			fmt.Fprintln(os.Stderr, "testchild: files:", err)
+			return 1
+		}
+		paths = append(paths, p)
+		left -= size
+	}
+	say := func(read int) {
+		if progress != "" {
+			writeAtomic(progress, fmt.Sprintf("wrote %d MiB, read %d", n, read))
+		}
+	}
+	say(0)
+	deadline := time.Now().Add(until)
+	done := 0
+	for errN != nil || done < passes {
+		for _, p := range paths {
+			if err := readFile(p, buf); err != nil {
+				fmt.Fprintln(os.Stderr, "testchild: files:", err)
+				return 1
+			}
+			if errN != nil && time.Now().After(deadline) {
+				break
+			}
+		}
+		done++
+		say(done)
+		if errN != nil && time.Now().After(deadline) {
+			break
+		}
+	}
+	fmt.Printf("wrote %d MiB, read %d times\n", n, done)
+	return 0
+}
+
+// filesChunk is the most the files mode puts in one file: a few dozen
+// files for a few hundred MiB, as assets or a package tree come.
+const filesChunk = 8 << 20
+
+// tmpfsMagic is statfs(2)'s f_type for tmpfs (TMPFS_MAGIC).
+const tmpfsMagic = 0x01021994
+
+// writeFile writes size bytes of buf over and over to path, and fsyncs it.
+func writeFile(path string, buf []byte, size int) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	for size > 0 {
+		k, err := f.Write(buf[:min(size, len(buf))])
+		if err != nil {
+			f.Close()
+			return err
+		}
+		size -= k
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// readFile reads path to its end through buf.
+func readFile(path string, buf []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for {
+		if _, err := f.Read(buf); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+	}
 }
 
 // usageFile is the memory usage file of the child's own cgroup, v2 or v1.
