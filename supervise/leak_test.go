@@ -260,7 +260,6 @@ func TestLeakPageCache(t *testing.T) {
 	}
 }
 
-
 func usageAtTime(samples []Sample, at time.Time) uint64 {
 	for _, s := range samples {
 		if s.Time.Equal(at) {
