@@ -91,7 +91,7 @@ func heapMessage(e supervise.Event) string {
 	if e.Diagnosis != nil && e.Diagnosis.Runtime != nil {
 		rt = *e.Diagnosis.Runtime
 	}
-	heap := HeapName(rt.Runtime)
+	heap := rt.HeapName()
 	if rt.HeapLimit > 0 {
 		heap = cgroup.FormatSize(rt.HeapLimit) + " " + heap
 	}
@@ -120,19 +120,6 @@ func heapMessage(e supervise.Event) string {
 		s += "; the service runs on" // a worker died, as oomMessage says of one
 	}
 	return s
-}
-
-// HeapName is what a runtime calls its heap, the words its own error
-// uses ("JavaScript heap out of memory", "Java heap space"); observe's
-// summary says them too.
-func HeapName(runtime string) string {
-	switch runtime {
-	case "node":
-		return "JavaScript heap"
-	case "jvm", "java":
-		return "Java heap"
-	}
-	return "heap"
 }
 
 // topFrame is the innermost frame of a stack, without V8's "at ".
@@ -186,7 +173,7 @@ func figures(ws, usage, cache, ceiling, peak uint64) []string {
 // 192 MiB (node, pid 4242)".
 func heapFigures(rt *supervise.RuntimeReport) string {
 	size := cgroup.FormatSize
-	s := HeapName(rt.Runtime)
+	s := rt.HeapName()
 	switch {
 	case rt.HeapUsed > 0 && rt.HeapLimit > 0:
 		s += fmt.Sprintf(" %s used of %s", size(rt.HeapUsed), size(rt.HeapLimit))

@@ -404,7 +404,7 @@ func heapWords(e supervise.Event) string {
 	if rt == nil {
 		return fmt.Sprintf("out of its runtime's heap (pid %d)", e.Pid)
 	}
-	heap := notify.HeapName(rt.Runtime)
+	heap := rt.HeapName()
 	if rt.HeapLimit > 0 {
 		heap = cgroup.FormatSize(rt.HeapLimit) + " " + heap
 	}

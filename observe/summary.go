@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
-	"github.com/guardrun/guardrun/notify"
+	"github.com/guardrun/guardrun/supervise"
 )
 
 // AppendStepSummary appends a short Markdown summary of the run to path,
@@ -87,7 +87,7 @@ func heapOOMs(r *Report) (int, string) {
 			continue
 		}
 		n++
-		what = "died of its " + notify.HeapName(m.Runtime)
+		what = "died of its " + (&supervise.RuntimeReport{Runtime: m.Runtime}).HeapName()
 		if m.HeapLimit > 0 {
 			what += " (" + cgroup.FormatSize(m.HeapLimit) + ")"
 		}

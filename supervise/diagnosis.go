@@ -48,6 +48,19 @@ type RuntimeReport struct {
 	File string `json:"file,omitempty"`
 }
 
+// HeapName is what the runtime calls its heap, the words of its own
+// error ("JavaScript heap out of memory", "Java heap space"): the one
+// place a heap is named, for the summary line, notifications and reports.
+func (r *RuntimeReport) HeapName() string {
+	switch r.Runtime {
+	case "node":
+		return "JavaScript heap"
+	case "jvm", "java":
+		return "Java heap"
+	}
+	return "heap"
+}
+
 // HeapSpace is one of V8's heap spaces (new_space, old_space, ...).
 type HeapSpace struct {
 	Name string `json:"name"`

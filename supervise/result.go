@@ -151,11 +151,7 @@ func (r *Result) what() string {
 // JavaScript heap: --max-old-space-size, set by guardrun from the 256 MiB
 // ceiling".
 func (r *Result) heapWords() string {
-	kind := "JavaScript"
-	if r.Heap.Runtime == "jvm" {
-		kind = "Java"
-	}
-	w := kind + " heap"
+	w := r.Heap.HeapName()
 	if r.Heap.HeapLimit > 0 {
 		w = cgroup.FormatSize(r.Heap.HeapLimit) + " " + w
 	}
