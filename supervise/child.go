@@ -68,6 +68,7 @@ func (s *supervisor) runChild() (*Result, error) {
 		c.samples = t.C
 	}
 	c.supervise()
+	c.drain()
 	r.Duration = time.Since(started)
 	// guardrun reaps with wait4, not Process.Wait, so the pidfd os/exec
 	// holds would stay open until a garbage collection finalised it; over
@@ -341,7 +342,7 @@ func (c *child) stop(sig syscall.Signal, reason string) {
 		c.r.Reason = reason
 	}
 	c.endOver()
-	c.signal(sig)
+	c.stopSignalGroup(sig)
 	if c.deadline == nil {
 		c.deadline = time.After(c.cfg.StopTimeout)
 	}

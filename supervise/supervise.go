@@ -37,6 +37,10 @@ type Config struct {
 	Limits      cgroup.Limits
 	StopSignal  syscall.Signal
 	StopTimeout time.Duration
+	// KillMode says who gets the stop signal: KillControlGroup (every
+	// process in the group; "" is the same), KillMixed or KillProcess
+	// (the main child alone).
+	KillMode string
 	Preflight   Preflight
 
 	Restart       Policy
