@@ -40,8 +40,8 @@ type Config struct {
 	// KillMode says who gets the stop signal: KillControlGroup (every
 	// process in the group; "" is the same), KillMixed or KillProcess
 	// (the main child alone).
-	KillMode string
-	Preflight   Preflight
+	KillMode  string
+	Preflight Preflight
 
 	Restart       Policy
 	Backoff       Backoff
