@@ -2,12 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/guardrun/guardrun/notify"
+	"github.com/guardrun/guardrun/observe"
 	"github.com/guardrun/guardrun/supervise"
 	"github.com/urfave/cli/v2"
 )
@@ -15,8 +20,8 @@ import (
 // notifyFlags are shared by a run and `guardrun notify-test`.
 func notifyFlags() []cli.Flag {
 	return []cli.Flag{
-		&cli.StringSliceFlag{Name: "notify", Usage: "send notifications to `URL` (repeatable): http(s):// JSON or a Slack webhook, alertmanager+http(s)://host:port", EnvVars: env("notify")},
-		&cli.StringFlag{Name: "notify-format", Usage: "`FORMAT` of http(s) --notify targets: json or slack (default: slack for hooks.slack.com)", EnvVars: env("notify-format")},
+		&cli.StringSliceFlag{Name: "notify", Usage: "send notifications to `URL` (repeatable): http(s):// JSON or a Slack webhook; FORMAT+URL sets one target's format: json+https://..., slack+https://..., alertmanager+http(s)://host:port. Critical ones not delivered are kept in --state-dir (pending/NAME) and retried until they are, by a later run of the name too", EnvVars: env("notify")},
+		&cli.StringFlag{Name: "notify-format", Usage: "`FORMAT` of the --notify targets without a FORMAT+ prefix: json or slack (default: slack for hooks.slack.com, json for others)", EnvVars: env("notify-format")},
 		&cli.StringSliceFlag{Name: "notify-exec", Usage: "run `CMD` (sh -c) with each notification's JSON on stdin (repeatable)", EnvVars: env("notify-exec")},
 		&cli.DurationFlag{Name: "dedup-window", Value: 10 * time.Minute, Usage: "fold repeats of an incident into one summary per `DUR`", EnvVars: env("dedup-window")},
 	}
@@ -26,6 +31,9 @@ func notifyFlags() []cli.Flag {
 type notifySettings struct {
 	sinks  []notify.Sink
 	window time.Duration
+	// stateDir keeps the critical notifications not delivered yet, under
+	// pending/NAME ("": none are kept).
+	stateDir string
 }
 
 func loadNotify(c *cli.Context) (notifySettings, error) {
@@ -33,15 +41,28 @@ func loadNotify(c *cli.Context) (notifySettings, error) {
 	if ns.window <= 0 {
 		return ns, usageError("--dedup-window must be positive", "use a duration like 10m")
 	}
+	format := c.String("notify-format")
+	if format != "" && format != "json" && format != "slack" {
+		return ns, usageError("--notify-format "+format+": unknown format", "use json or slack; give one target its own with FORMAT+URL, e.g. --notify slack+https://hooks.example/x")
+	}
 	for _, target := range c.StringSlice("notify") {
-		s, err := notify.ParseSink(target, c.String("notify-format"), ns.window)
+		s, err := notify.ParseSink(target, format, ns.window)
 		if err != nil {
-			return ns, usageError("--notify "+err.Error(), "use https://... (JSON, or Slack's webhook), or alertmanager+http://host:9093; keep secrets out of argv with GUARDRUN_NOTIFY or --config")
+			return ns, usageError("--notify "+err.Error(), "use https://... (JSON, or Slack's webhook), FORMAT+https://... (json+, slack+) or alertmanager+http://host:9093; keep secrets out of argv with GUARDRUN_NOTIFY or --config")
 		}
 		ns.sinks = append(ns.sinks, s)
 	}
 	for _, cmd := range c.StringSlice("notify-exec") {
 		ns.sinks = append(ns.sinks, notify.NewExecSink(cmd))
+	}
+	// The state directory, as loadObserve reads it: where the state
+	// file goes, the kept notifications go.
+	switch d := c.String("state-dir"); d {
+	case "off":
+	case "":
+		ns.stateDir = observe.DefaultStateDir()
+	default:
+		ns.stateDir = d
 	}
 	return ns, nil
 }
@@ -53,7 +74,11 @@ func startNotifier(ns notifySettings, cfg *supervise.Config) func() {
 		return func() {}
 	}
 	host, _ := os.Hostname()
-	n := notify.New(notify.Config{Sinks: ns.sinks, Window: ns.window, Host: host, Command: notify.RedactArgs(cfg.Command), Log: cfg.Log})
+	var kept *notify.Kept
+	if ns.stateDir != "" {
+		kept = openKept(ns.stateDir, cfg.Name, cfg.Log)
+	}
+	n := notify.New(notify.Config{Sinks: ns.sinks, Window: ns.window, Host: host, Command: notify.RedactArgs(cfg.Command), Log: cfg.Log, Kept: kept})
 	next := cfg.Events
 	cfg.Events = func(e supervise.Event) {
 		n.Observe(e)
@@ -61,7 +86,42 @@ func startNotifier(ns notifySettings, cfg *supervise.Config) func() {
 			next(e)
 		}
 	}
-	return func() { n.Close(5 * time.Second) }
+	return func() {
+		n.Close(5 * time.Second)
+		if kept != nil {
+			kept.Close()
+		}
+	}
+}
+
+// openKept makes the run's pending directory (0700: the notifications
+// carry the command line and the diagnosis), checks it and the ones above
+// it as the state directory is checked, and opens it. Without it critical
+// notifications are still sent, only not kept: said once, and supervision
+// goes on.
+func openKept(stateDir, name string, log *slog.Logger) *notify.Kept {
+	dir := notify.KeptDir(stateDir, name)
+	err := observe.PrepareStateDir(stateDir)
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err != nil {
+			break
+		}
+		if err = os.Mkdir(d, 0o700); errors.Is(err, fs.ErrExist) {
+			err = nil
+		}
+		if err == nil {
+			err = observe.PrepareStateDir(d)
+		}
+	}
+	var k *notify.Kept
+	if err == nil {
+		k, err = notify.OpenKept(dir)
+	}
+	if err != nil {
+		log.Warn("notify: critical notifications that cannot be delivered will not be kept for a later run", "err", err)
+		return nil
+	}
+	return k
 }
 
 // notifyTest sends one sample notification to each sink and says how it

@@ -12,9 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/supervise"
+	"golang.org/x/sys/unix"
 )
 
 // Sink delivers one notification. Send must honour ctx: the per-request
@@ -25,39 +28,79 @@ type Sink interface {
 	Name() string
 }
 
-// ParseSink reads a --notify target. format is "", "json" or "slack": ""
-// picks slack for Slack's incoming-webhook host, json for any other URL.
+// A target names its own format as FORMAT+URL (slack+https://...,
+// json+https://..., alertmanager+http://host:9093); a bare URL takes the
+// --notify-format default. The prefix is on the target, not in a second
+// flag, so that one value says where and how, as alertmanager+ always
+// did, and a list of targets in GUARDRUN_NOTIFY or a config file can mix
+// formats.
+const formatPrefixes = "json+, slack+, alertmanager+"
+
+func isFormat(f string) bool { return f == "json" || f == "slack" || f == "alertmanager" }
+
+// ParseSink reads a --notify target, URL or FORMAT+URL. format is the
+// default for a bare URL: "", "json" or "slack"; "" picks slack for
+// Slack's incoming-webhook host and json for any other URL.
 // alertmanager+http(s)://host:port posts to Alertmanager's API.
 func ParseSink(target, format string, window time.Duration) (Sink, error) {
-	raw := target
-	am := false
-	if rest, ok := strings.CutPrefix(target, "alertmanager+"); ok {
-		raw, am = rest, true
+	prefix, raw, err := splitFormat(target)
+	if err != nil {
+		return nil, err
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("%s: not an http(s):// or alertmanager+http(s):// URL", Redact(target))
 	}
+	if prefix != "" {
+		format = prefix
+	}
+	if format == "" {
+		format = "json"
+		if u.Host == "hooks.slack.com" {
+			format = "slack"
+		}
+	}
 	client := &http.Client{}
-	switch {
-	case am:
+	name := Redact(target)
+	switch format {
+	case "alertmanager":
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/api/v2/alerts"
-		return &alertmanagerSink{url: u.String(), name: Redact(target), client: client, window: window}, nil
-	case format == "slack" || (format == "" && u.Host == "hooks.slack.com"):
-		return &httpSink{url: raw, name: Redact(target), client: client, body: slackBody}, nil
-	case format == "" || format == "json":
-		return &httpSink{url: raw, name: Redact(target), client: client, body: jsonBody}, nil
+		return &alertmanagerSink{url: u.String(), name: name, client: client, window: window}, nil
+	case "slack":
+		return &httpSink{url: raw, name: name, client: client, body: slackBody}, nil
+	case "json":
+		return &httpSink{url: raw, name: name, client: client, body: jsonBody}, nil
 	}
 	return nil, fmt.Errorf("--notify-format %s: unknown format", format)
 }
 
+// splitFormat cuts a target's FORMAT+ prefix off. A scheme with a + in it
+// that is not a format is refused by name: "xml+https://..." is a
+// format that does not exist, not a URL scheme.
+func splitFormat(target string) (format, raw string, err error) {
+	scheme, _, ok := strings.Cut(target, "://")
+	if !ok {
+		return "", target, nil
+	}
+	f, _, ok := strings.Cut(scheme, "+")
+	if !ok {
+		return "", target, nil
+	}
+	if !isFormat(f) {
+		return "", "", fmt.Errorf("%s: unknown format %q (use %s)", Redact(target), f, formatPrefixes)
+	}
+	return f, strings.TrimPrefix(target, f+"+"), nil
+}
+
 // Redact keeps what identifies a URL's receiver and drops what may be a
 // secret: user info, path, query. Webhook URLs carry their token in the
-// path (Slack's /services/T000/B000/XXXX).
+// path (Slack's /services/T000/B000/XXXX). A FORMAT+ prefix stays.
 func Redact(target string) string {
 	prefix := ""
-	if rest, ok := strings.CutPrefix(target, "alertmanager+"); ok {
-		prefix, target = "alertmanager+", rest
+	if scheme, _, ok := strings.Cut(target, "://"); ok {
+		if f, _, ok := strings.Cut(scheme, "+"); ok {
+			prefix, target = f+"+", strings.TrimPrefix(target, f+"+")
+		}
 	}
 	u, err := url.Parse(target)
 	if err != nil || u.Host == "" {
@@ -78,6 +121,10 @@ type httpSink struct {
 }
 
 func (s *httpSink) Name() string { return s.name }
+
+// key is the receiver, not the format: a target whose format changed
+// between runs still gets what it missed.
+func (s *httpSink) key() string { return s.url }
 
 func (s *httpSink) Send(ctx context.Context, n Notification) error {
 	b, err := s.body(n)
@@ -166,6 +213,8 @@ type alertmanagerSink struct {
 
 func (s *alertmanagerSink) Name() string { return s.name }
 
+func (s *alertmanagerSink) key() string { return s.url } // the API's URL, /api/v2/alerts
+
 func (s *alertmanagerSink) Send(ctx context.Context, n Notification) error {
 	// A firing alert that is not re-sent ends at endsAt. guardrun speaks
 	// again by the close of the next window at the latest (a summary or
@@ -238,17 +287,46 @@ func (s *execSink) Name() string {
 	return "exec:" + f[0]
 }
 
+func (s *execSink) key() string { return "exec\x00" + s.cmd }
+
+// Send runs the hook once and waits for it. It is started through
+// supervise.StartHelper: as an init, guardrun reaps every child with
+// wait4(-1), and a plain Wait would then see ECHILD, call the run a
+// failure and run the hook again (issue 11). The hook gets a process group
+// of its own, so that at the timeout what it started (a curl, a mail) is
+// killed with it rather than left behind.
 func (s *execSink) Send(ctx context.Context, n Notification) error {
 	b, err := json.Marshal(n)
 	if err != nil {
 		return err
 	}
-	c := exec.CommandContext(ctx, "/bin/sh", "-c", s.cmd)
+	c := exec.Command("/bin/sh", "-c", s.cmd)
 	c.Stdin = bytes.NewReader(b)
 	c.Stdout, c.Stderr = os.Stderr, os.Stderr
 	c.Env = append(os.Environ(), "GUARDRUN_NOTIFY_KIND="+n.Kind, "GUARDRUN_NOTIFY_STATUS="+n.Status, "GUARDRUN_NOTIFY_RUN="+n.Run)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A grandchild that keeps stdin open must not hold Wait past the
+	// hook's own exit.
 	c.WaitDelay = time.Second
-	return c.Run()
+	wait, err := supervise.StartHelper(c)
+	if err != nil {
+		return err
+	}
+	pgid := c.Process.Pid
+	stop := context.AfterFunc(ctx, func() { unix.Kill(-pgid, unix.SIGKILL) })
+	st, err := wait()
+	killed := !stop() // the timeout or the exit deadline came while it ran
+	switch {
+	case err != nil:
+		return err
+	case st.Exited() && st.ExitStatus() == 0:
+		return nil
+	case killed:
+		return fmt.Errorf("killed with its process group: %w", ctx.Err())
+	case st.Signaled():
+		return fmt.Errorf("killed by %s", unix.SignalName(st.Signal()))
+	}
+	return fmt.Errorf("exit status %d", st.ExitStatus())
 }
 
 // secretWords mark a command-line flag whose value is likely a secret.

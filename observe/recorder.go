@@ -59,6 +59,7 @@ type Recorder struct {
 	rep      Report
 	dir      string
 	file     string // the state file written last; "" before the first
+	kept     string // the run's kept notifications (notify.KeptDir); "" without a state directory
 	log      *slog.Logger
 	now      func() time.Time
 	failed   map[string]bool // what already failed and was said once
@@ -79,8 +80,12 @@ func NewRecorder(o Options) *Recorder {
 	cmd := notify.RedactArgs(o.Command)
 	now := o.Now()
 	start, _ := procStart(os.Getpid())
+	kept := ""
+	if o.StateDir != "" {
+		kept = notify.KeptDir(o.StateDir, o.Run) // the name the notifier keeps under, as given
+	}
 	return &Recorder{
-		dir: o.StateDir, log: o.Log, now: o.Now, failed: map[string]bool{}, stride: 1,
+		dir: o.StateDir, kept: kept, log: o.Log, now: o.Now, failed: map[string]bool{}, stride: 1,
 		st: State{Schema: StateSchema, Run: o.Run, Guardrun: os.Getpid(), GuardrunStart: start,
 			Command: cmd, Phase: PhaseStarting, Ceiling: o.Ceiling, RestartAt: o.RestartAt, Started: now},
 		rep: Report{Schema: ReportSchema, Run: o.Run, Host: o.Host, Command: cmd, Ceiling: o.Ceiling,
@@ -275,6 +280,9 @@ func (r *Recorder) Report() *Report {
 	}
 	rep.Events = slices.Clone(rep.Events)
 	rep.Restarts = r.st.Restarts
+	if r.kept != "" {
+		rep.PendingNotifications = notify.CountKept(r.kept)
+	}
 	if rep.Ended.IsZero() {
 		rep.Ended = r.now()
 	}
@@ -290,6 +298,7 @@ func (r *Recorder) writeState() {
 	if r.file != "" && r.file != file {
 		os.Remove(r.file)
 	}
+	r.st.PendingNotifications = notify.CountKept(r.kept) // a readdir of a few names
 	b, err := encodeState(r.st)
 	if err == nil {
 		err = WriteFile(file, b, 0o644)

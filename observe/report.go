@@ -31,6 +31,10 @@ type Report struct {
 	PeakWorkingSet uint64 `json:"peak_working_set,omitempty"`
 	Restarts       int    `json:"restarts"`
 	Exit           *Exit  `json:"exit,omitempty"` // how the run ended; nil while it runs
+	// PendingNotifications counts the critical notifications not
+	// delivered when the report was written, kept in the state directory
+	// for the next run of the name (State.PendingNotifications).
+	PendingNotifications int `json:"pending_notifications"`
 
 	// SampleEvery is the sampling interval; Samples are the group's usage
 	// and working set over the run. A long run keeps at most maxSamples:

@@ -53,6 +53,10 @@ type State struct {
 	Crossings      int     `json:"threshold_crossings"`
 	PressureStalls int     `json:"pressure_stalls"`
 	LeakRate       float64 `json:"leak_rate,omitempty"` // bytes/s while a leak is suspected
+	// PendingNotifications counts the critical notifications kept in the
+	// state directory because they are not delivered yet (notify.KeptDir),
+	// this run's and those an earlier run of the name left.
+	PendingNotifications int `json:"pending_notifications"`
 
 	Started      time.Time `json:"started"`                // the run
 	ChildStarted time.Time `json:"child_started,omitzero"` // the current child
