@@ -56,14 +56,16 @@ func TestStdioFloodLosesNothing(t *testing.T) {
 	}
 }
 
-// TestCeilingBelowStartupNeed: a ceiling the child cannot even start in is
-// an OOM kill named as such, at once, not a hang.
+// TestCeilingBelowStartupNeed: a ceiling the child cannot even start in
+// (the test binary with 16 MiB to touch, at the least ceiling guardrun
+// takes, cgroup.MinCeiling) is an OOM kill named as such, at once, not a
+// hang.
 func TestCeilingBelowStartupNeed(t *testing.T) {
 	testchild.RequireCgroup(t, cgroup.Discover().Version(), "")
 	exe, _ := os.Executable()
-	c := guardrunCmd(exe, []string{"--max", "1M", "--name", "tiny"}, "alloc", "8")
+	c := guardrunCmd(exe, []string{"--max", "8M", "--name", "tiny"}, "alloc", "16")
 	out, _ := c.CombinedOutput()
-	if c.ProcessState.ExitCode() != 137 || !strings.Contains(string(out), "guardrun: tiny was killed by the kernel OOM killer at its 1 MiB ceiling") {
+	if c.ProcessState.ExitCode() != 137 || !strings.Contains(string(out), "guardrun: tiny was killed by the kernel OOM killer at its 8 MiB ceiling") {
 		t.Fatalf("exit %d:\n%s", c.ProcessState.ExitCode(), out)
 	}
 }

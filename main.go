@@ -72,6 +72,11 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			// A value its flag refused, on the command line or from a
+			// GUARDRUN_* variable, says what was wrong and what is taken.
+			if ve := flagValueError(flags(), err); ve != nil {
+				return ve
+			}
 			return usageError(err.Error(), "see guardrun --help")
 		},
 		Action: func(c *cli.Context) error {

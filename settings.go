@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -44,6 +45,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "name", Usage: "`NAME` of the run and its cgroup (default: the command's base name)", EnvVars: env("name")},
 		&cli.StringFlag{Name: "stop-signal", Value: "TERM", Usage: "`SIG` sent to the child when guardrun is told to stop", EnvVars: env("stop-signal")},
 		&cli.DurationFlag{Name: "stop-timeout", Value: 10 * time.Second, Usage: "after the stop signal, kill the whole group when `DUR` passes", EnvVars: env("stop-timeout")},
+		&cli.StringFlag{Name: "kill-mode", Value: supervise.KillControlGroup, Usage: "who gets the stop signal, in systemd's words: control-group (every process in the group), mixed or process (the main child alone; the rest are killed at the timeout)", EnvVars: env("kill-mode")},
 		&cli.StringFlag{Name: "preflight", Usage: "MemAvailable needed before starting (`SIZE` or off; default: --max)", EnvVars: env("preflight")},
 		&cli.DurationFlag{Name: "preflight-wait", Usage: "wait up to `DUR` for the preflight to pass", EnvVars: env("preflight-wait")},
 		&cli.StringFlag{Name: "restart", Value: "no", Usage: "restart `POLICY`: no, on-failure (non-zero exit, signal, OOM kill) or always", EnvVars: env("restart")},
@@ -108,7 +110,7 @@ func applyConfig(c *cli.Context, path string) error {
 		}
 		for _, v := range values {
 			if err := c.Set(k, fmt.Sprint(v)); err != nil {
-				return usageError(fmt.Sprintf("--config %s: %s = %v: %v", path, k, v, err), "see guardrun --help for what "+k+" takes")
+				return configValueError(path, k, v, err)
 			}
 		}
 	}
@@ -144,9 +146,18 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	}
 	size := func(flag string) (uint64, error) {
 		v, err := cgroup.ParseSize(c.String(flag), total)
+		if err == nil && (flag == "max" || flag == "high") {
+			// A ceiling, or a throttle under it, that no process fits in
+			// is a slip of the unit (cgroup.MinCeiling).
+			most := total
+			if flag == "high" && cfg.Limits.Max > 0 {
+				most = cfg.Limits.Max
+			}
+			err = cgroup.CheckFloor(c.String(flag), v, most)
+		}
 		var se *cgroup.SizeError
 		if errors.As(err, &se) {
-			return 0, usageError(fmt.Sprintf("--%s %s: %s", flag, c.String(flag), se.Reason), cgroup.SizeHint)
+			return 0, usageError(fmt.Sprintf("--%s %s: %s", flag, c.String(flag), se.Reason), sizeHints(se, cgroup.SizeHint)...)
 		}
 		if err != nil {
 			return 0, usageError(fmt.Sprintf("--%s %s: %v", flag, c.String(flag), err), cgroup.SizeHint)
@@ -193,6 +204,9 @@ func loadSettings(c *cli.Context) (*settings, error) {
 		return nil, usageError("--stop-signal: "+err.Error(), "use a name like TERM, INT, QUIT or a number")
 	}
 	cfg.StopSignal = sig
+	if cfg.KillMode = c.String("kill-mode"); !slices.Contains(supervise.KillModes, cfg.KillMode) {
+		return nil, usageError(fmt.Sprintf("--kill-mode %s: unknown mode", cfg.KillMode), "use control-group (the default, as systemd's), mixed or process")
+	}
 	if cfg.StopTimeout = c.Duration("stop-timeout"); cfg.StopTimeout < 0 {
 		return nil, usageError("--stop-timeout must not be negative", "use a duration like 10s or 1m30s")
 	}
@@ -314,9 +328,16 @@ func loadSupervision(c *cli.Context, cfg *supervise.Config, size func(string) (u
 			return usageError("--restart-at "+v+": a percentage needs --max", "set the ceiling, e.g. --max 512M --restart-at 90%")
 		}
 		at, err := cgroup.ParseSize(v, cfg.Limits.Max)
+		if err == nil {
+			var below uint64 // a guess must be under --max
+			if cfg.Limits.Max > 0 {
+				below = cfg.Limits.Max - 1
+			}
+			err = cgroup.CheckFloor(v, at, below)
+		}
 		var se *cgroup.SizeError
 		if errors.As(err, &se) {
-			return usageError(fmt.Sprintf("--restart-at %s: %s", v, se.Reason), "use a SIZE or a percentage of --max like 90%")
+			return usageError(fmt.Sprintf("--restart-at %s: %s", v, se.Reason), sizeHints(se, "use a SIZE or a percentage of --max like 90%")...)
 		}
 		if cfg.Limits.Max > 0 && at >= cfg.Limits.Max {
 			return usageError(fmt.Sprintf("--restart-at %s is not below --max %s", cgroup.FormatSize(at), cgroup.FormatSize(cfg.Limits.Max)), "the restart must come before the ceiling, e.g. --restart-at 90%")
@@ -375,4 +396,111 @@ func psiTrigger(v string) (string, error) {
 		return "", errors.New("the window must be a duration from 500ms to 10s")
 	}
 	return fmt.Sprintf("%s %d %d", kind, int64(float64(w.Microseconds())*p/100), w.Microseconds()), nil
+}
+
+// sizeHints are the hints under a refused size: its own (a guess at the
+// unit) or, without one, what sizes look like.
+func sizeHints(se *cgroup.SizeError, otherwise string) []string {
+	if len(se.Hints) > 0 {
+		return se.Hints
+	}
+	return []string{otherwise}
+}
+
+// durationHint says what a duration flag takes (time.ParseDuration).
+const durationHint = "use a number with a unit (ns, us, ms, s, m or h), or several: 500ms, 10s, 1m30s, 24h"
+
+// flagValueError explains a value that the flag package refused, as urfave/cli
+// reports it: which flag and value, what was wrong, what is accepted. The
+// flag package's own word for a bad duration or number is "parse error",
+// and urfave/cli adds "see --help"; neither says that 5 needs a unit. It is
+// nil for an error of another kind.
+func flagValueError(fs []cli.Flag, err error) error {
+	var flag, value, where string
+	if m := cliValueRe.FindStringSubmatch(err.Error()); m != nil {
+		value, _ = strconv.Unquote(m[1])
+		flag, where = m[2], "--"+m[2]+" "+value
+	} else if m := envValueRe.FindStringSubmatch(err.Error()); m != nil {
+		value, _ = strconv.Unquote(m[1])
+		env, _ := strconv.Unquote(m[2])
+		flag, where = m[3], env+"="+value
+	} else {
+		return nil
+	}
+	reason, hint := valueProblem(lookupFlag(fs, flag), value)
+	if reason == "" {
+		return nil
+	}
+	return usageError(where+": "+reason, hint)
+}
+
+var (
+	// flag.FlagSet: invalid value "5" for flag -stop-timeout: parse error
+	cliValueRe = regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -(\S+): `)
+	// urfave/cli: could not parse "5" as duration value from environment
+	// variable "GUARDRUN_STOP_TIMEOUT" for flag stop-timeout: ...
+	envValueRe = regexp.MustCompile(`^could not parse ("(?:[^"\\]|\\.)*") as \S+ value from environment variable ("(?:[^"\\]|\\.)*") for flag (\S+): `)
+	// time.ParseDuration: time: unknown unit "sec" in duration "5sec"
+	unknownUnitRe = regexp.MustCompile(`unknown unit ("(?:[^"\\]|\\.)*") in duration`)
+)
+
+// configValueError explains a --config value that its flag refused. A
+// number where a duration belongs is how TOML reads `stop-timeout = 5`.
+func configValueError(path, key string, v any, err error) error {
+	shown := fmt.Sprint(v)
+	if s, ok := v.(string); ok {
+		shown = strconv.Quote(s)
+	}
+	f := lookupFlag(flags(), key)
+	reason, hint := valueProblem(f, fmt.Sprint(v))
+	if reason == "" {
+		return usageError(fmt.Sprintf("--config %s: %s = %s: %v", path, key, shown, err), "see guardrun --help for what "+key+" takes")
+	}
+	hints := []string{hint}
+	_, isString := v.(string)
+	if _, isDur := f.(*cli.DurationFlag); isDur && !isString && strings.HasPrefix(reason, "a duration needs a unit") {
+		hints = append(hints, fmt.Sprintf("a duration is a string in TOML: %s = \"%vs\"", key, v))
+	}
+	return usageError(fmt.Sprintf("--config %s: %s = %s: %s", path, key, shown, reason), hints...)
+}
+
+func lookupFlag(fs []cli.Flag, name string) cli.Flag {
+	for _, f := range fs {
+		if slices.Contains(f.Names(), name) {
+			return f
+		}
+	}
+	return nil
+}
+
+// valueProblem says in a few words why value does not fit flag f, and what
+// does; "" for a flag of a kind it does not know.
+func valueProblem(f cli.Flag, value string) (reason, hint string) {
+	v := strings.TrimSpace(value)
+	switch f.(type) {
+	case *cli.DurationFlag:
+		return durationProblem(v), durationHint
+	case *cli.IntFlag, *cli.Int64Flag:
+		return "not a whole number", "use digits only, e.g. 512"
+	case *cli.Float64Flag:
+		return "not a number", "use a number like 2 or 1.5"
+	case *cli.BoolFlag:
+		return "not true or false", "use true or false, or give the flag alone for true"
+	}
+	return "", ""
+}
+
+// durationProblem says why time.ParseDuration refuses v.
+func durationProblem(v string) string {
+	_, err := time.ParseDuration(v)
+	if rest, neg := strings.CutPrefix(v, "-"); neg && rest != "" && strings.ContainsRune("0123456789.", rune(rest[0])) {
+		return "a duration cannot be negative"
+	}
+	if _, nerr := strconv.ParseFloat(v, 64); nerr == nil && strings.Trim(v, "0123456789.") == "" {
+		return "a duration needs a unit, e.g. " + v + "s"
+	}
+	if m := unknownUnitRe.FindStringSubmatch(fmt.Sprint(err)); m != nil {
+		return "unknown unit " + m[1]
+	}
+	return "not a duration"
 }

@@ -133,6 +133,11 @@ func Open(o Options) (Group, error) {
 	if err := ValidName(o.Name); err != nil {
 		return nil, err
 	}
+	// Refused before anything is made: on v1 guardrun's own thread would
+	// join a group this small to fork the child, and be OOM-killed there.
+	if m := o.Limits.Max; m > 0 && m < MinCeiling {
+		return nil, fmt.Errorf("a memory ceiling of %s cannot hold a process (the least is %s)", bytesWord(m), FormatSize(MinCeiling))
+	}
 	h := Discover()
 	switch o.Backend {
 	case "v2":
@@ -160,6 +165,16 @@ func Open(o Options) (Group, error) {
 		return openNone(o, err.Error()), nil
 	}
 	return openNone(o, h.Why()), nil
+}
+
+// undo removes a group that Open made but could not finish, so a failed
+// Open leaves nothing behind; a group that will not go is said in the
+// error, with its path, rather than left in silence.
+func undo(g Group, err error) error {
+	if rerr := g.Remove(); rerr != nil {
+		return fmt.Errorf("%w; and the group could not be removed: %v", err, rerr)
+	}
+	return err
 }
 
 // ReadUsage reads the usage, peak, working set and page cache of a live

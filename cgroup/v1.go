@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -73,12 +74,10 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 	g.cg, err = cgroup1.New(cgroup1.StaticPath(filepath.Join("/guardrun", o.Name)), res,
 		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subsystems, nil }))
 	if err != nil {
-		g.Remove()
-		return nil, fmt.Errorf("set limits on %s: %w", g.mem, err)
+		return nil, undo(g, fmt.Errorf("set limits on %s: %w", g.mem, err))
 	}
 	if err := verifyLimits(filepath.Join(g.mem, v1Limit), filepath.Join(g.pids, pidsMax), o.Limits); err != nil {
-		g.Remove()
-		return nil, err
+		return nil, undo(g, err)
 	}
 	return g, nil
 }
@@ -127,43 +126,93 @@ func (g *v1Group) procsFiles() []string {
 //
 // The thread must live on afterwards: the child's parent-death signal fires
 // when the thread that forked it exits (golang/go#27505). So it is unlocked,
-// not ended, unless it could not leave the group.
+// not ended, once /proc/thread-self/cgroup shows it home again. A thread
+// that cannot get home is left locked instead: when its goroutine returns,
+// the runtime ends a locked thread rather than hand it to other goroutines
+// (runtime.LockOSThread), and a thread that ends leaves its groups.
+// Unlocked, it would run the supervisor's goroutines with their kernel
+// memory charged to the child's ceiling, and the group could never be
+// removed (rmdir is EBUSY while any thread is in it). Start returns once
+// that thread is gone, so Remove can follow at once.
 func (g *v1Group) Start(cmd *exec.Cmd) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		errc <- g.startFromThread(cmd)
-	}()
-	return <-errc
+	return g.start(cmd, threadCgroups)
 }
 
-func (g *v1Group) startFromThread(cmd *exec.Cmd) error {
-	tid := strconv.Itoa(unix.Gettid())
-	home, err := threadCgroups(g.dirs())
-	if err != nil {
-		runtime.UnlockOSThread()
-		return err
+// start is Start with the lookup of the thread's home groups handed in, so
+// a test can make the way back fail.
+func (g *v1Group) start(cmd *exec.Cmd, findHome func(dirs []string) ([]string, error)) error {
+	r := make(chan threadStart, 1)
+	go g.startOnThread(cmd, findHome, r)
+	res := <-r
+	if res.stuck {
+		waitThreadGone(res.tid)
 	}
-	for _, d := range g.dirs() {
-		if err := writeFile(filepath.Join(d, v1Tasks), tid); err != nil {
-			g.moveBack(home, tid)
-			runtime.UnlockOSThread()
-			return err
+	return res.err
+}
+
+// threadStart is how a start from a lent thread went.
+type threadStart struct {
+	err   error
+	tid   int
+	stuck bool // the thread could not leave the group and is ending
+}
+
+func (g *v1Group) startOnThread(cmd *exec.Cmd, findHome func([]string) ([]string, error), r chan<- threadStart) {
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	if tid == unix.Getpid() {
+		// The main thread: the runtime never ends it, it parks a locked
+		// main thread whose goroutine returns, so it could not be left
+		// locked to end in the group. Holding it locked, the next
+		// goroutine is sure to get another thread.
+		inner := make(chan threadStart, 1)
+		go g.startOnThread(cmd, findHome, inner)
+		res := <-inner
+		runtime.UnlockOSThread()
+		r <- res
+		return
+	}
+	stuck, err := g.startFromThread(cmd, tid, findHome)
+	if !stuck {
+		runtime.UnlockOSThread()
+	}
+	r <- threadStart{err: err, tid: tid, stuck: stuck}
+}
+
+// startFromThread runs on the locked thread tid. It reports stuck when the
+// thread may still be in the group: its goroutine must then return with the
+// thread locked.
+func (g *v1Group) startFromThread(cmd *exec.Cmd, tid int, findHome func([]string) ([]string, error)) (stuck bool, err error) {
+	t := strconv.Itoa(tid)
+	home, err := findHome(g.dirs())
+	if err != nil {
+		return false, err
+	}
+	// pids first and memory last, and memory first on the way back: the
+	// thread spends the least time charged to the child's ceiling, and
+	// the pids moves charge nothing to it.
+	for _, d := range []string{g.pids, g.mem} {
+		if d == "" {
+			continue
+		}
+		if err := writeFile(filepath.Join(d, v1Tasks), t); err != nil {
+			if back := g.moveBack(home, t); back != nil {
+				return true, fmt.Errorf("%w; and guardrun's thread %d could not leave the group, so it ends: %v", err, tid, back)
+			}
+			return false, err
 		}
 	}
 	startErr := cmd.Start()
-	if err := g.moveBack(home, tid); err != nil {
-		// Still locked: this goroutine returns and the runtime ends the
-		// thread, which takes it out of the group. The child, if any, dies
-		// with it by its parent-death signal; make sure of that.
+	if err := g.moveBack(home, t); err != nil {
+		// The child, if any, would die with the thread by its
+		// parent-death signal; make sure of that.
 		if startErr == nil {
 			cmd.Process.Kill()
 			cmd.Process.Wait()
 		}
-		return fmt.Errorf("leave %s after starting the child: %w", g.mem, err)
+		return true, fmt.Errorf("leave %s after starting the child: %w", g.mem, err)
 	}
-	runtime.UnlockOSThread()
-	return startErr
+	return false, startErr
 }
 
 func (g *v1Group) dirs() []string {
@@ -173,14 +222,39 @@ func (g *v1Group) dirs() []string {
 	return []string{g.mem, g.pids}
 }
 
-func (g *v1Group) moveBack(home []string, tid string) error {
+// moveBack moves thread t to its home groups (one per dir of g.dirs()),
+// then reads /proc/thread-self/cgroup to see that it is there: a write that
+// failed, or one that went elsewhere, leaves it where it was.
+func (g *v1Group) moveBack(home []string, t string) error {
 	var first error
 	for _, d := range home {
-		if err := writeFile(filepath.Join(d, v1Tasks), tid); err != nil && first == nil {
+		if err := writeFile(filepath.Join(d, v1Tasks), t); err != nil && first == nil {
 			first = err
 		}
 	}
-	return first
+	now, err := threadCgroups(g.dirs())
+	switch {
+	case err != nil:
+		return fmt.Errorf("see where thread %s is: %w", t, err)
+	case !slices.Equal(now, home):
+		if first == nil {
+			first = errors.New("it went elsewhere")
+		}
+		return fmt.Errorf("thread %s is in %s, not home in %s: %w", t, strings.Join(now, " "), strings.Join(home, " "), first)
+	}
+	return nil
+}
+
+// waitThreadGone waits (bounded) until thread tid of this process has
+// ended: /proc/self/task/TID is gone once the kernel has released it.
+func waitThreadGone(tid int) {
+	task := "/proc/self/task/" + strconv.Itoa(tid)
+	for i := 0; i < 2000; i++ {
+		if _, err := os.Stat(task); errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // threadCgroups finds, for each group dir, the directory of the same
