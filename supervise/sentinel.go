@@ -27,8 +27,8 @@ const sentinelEnv = "GUARDRUN_SENTINEL"
 // end, and if a group is still named it kills what is in it and removes
 // it. A normal end clears the name first, so the sentinel just exits.
 type sentinel struct {
-	w   *os.File
-	cmd *exec.Cmd
+	w    *os.File
+	wait func() (unix.WaitStatus, error)
 }
 
 // sentinelAfter is how long a child runs before guardrun starts its
@@ -72,11 +72,13 @@ func startSentinel() (*sentinel, error) {
 	// Its own process group: a Ctrl-C or a signal to guardrun's group is
 	// not for it; it ends when the pipe does.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	// A helper: an init's reaping hands its status to wait.
+	wait, err := StartHelper(cmd)
+	if err != nil {
 		w.Close()
 		return nil, err
 	}
-	return &sentinel{w: w, cmd: cmd}, nil
+	return &sentinel{w: w, wait: wait}, nil
 }
 
 // watch names the group the sentinel reclaims if guardrun dies.
@@ -106,9 +108,8 @@ func (s *sentinel) close() {
 	// It exits as soon as it has read the pipe, but a Go process takes
 	// milliseconds to start and end: guardrun does not wait for that. It
 	// is reaped here when it is done, or, when guardrun exits first, by
-	// whoever inherits it; as an init guardrun may have reaped it already
-	// (ECHILD is fine).
-	go s.cmd.Wait()
+	// whoever inherits it.
+	go s.wait()
 }
 
 // MaybeSentinel runs the sentinel and exits when this process is one.
