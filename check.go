@@ -11,11 +11,14 @@ import (
 )
 
 // check prints what this host offers and proves it: it creates a small
-// memory-limited group, reads the limit back and removes it. It returns 0
-// when a ceiling can be enforced.
+// memory-limited group, starts a probe child in it the way a run's child
+// is started, checks from inside the child that it ran there, tries each
+// kernel feature guardrun uses, and removes the group. It returns 0 when
+// a ceiling can be enforced.
 func check(w io.Writer) int {
 	h := cgroup.Discover()
 	fmt.Fprintf(w, "memory controller: %s\n", h.Version())
+	fmt.Fprintf(w, "kernel:            Linux %s\n", cgroup.KernelRelease())
 	if h.V2 != "" {
 		ctl := strings.Join(h.V2Controls, " ")
 		if ctl == "" {
@@ -51,13 +54,39 @@ func check(w io.Writer) int {
 		}
 		fmt.Fprintf(w, "can enforce:       no: %s\n", why)
 		fmt.Fprintf(w, "                   guardrun would fall back to sampling RSS (--cgroup none), which a fast leak can outrun\n")
+		if g != nil {
+			printFeatures(w, cgroup.Features(g, cgroup.Proof{}))
+		}
 		return 1
 	}
-	where := g.Path()
+	proof, perr := cgroup.Prove(g)
+	features := cgroup.Features(g, proof)
+	dirs := cgroup.Dirs(g)
 	if err := g.Remove(); err != nil {
-		fmt.Fprintf(w, "can enforce:       no: created %s but could not remove it: %v\n", where, err)
+		fmt.Fprintf(w, "can enforce:       no: created %s but could not remove it: %v\n", g.Path(), err)
 		return 1
 	}
-	fmt.Fprintf(w, "can enforce:       yes, with cgroup %s groups like %s (a 64 MiB test group was created, read back and removed)\n", g.Backend(), where)
+	fmt.Fprintf(w, "test group:        %s (made for this check and removed)\n", strings.Join(dirs, " "))
+	if perr != nil {
+		fmt.Fprintf(w, "can enforce:       no: %v\n", perr)
+		printFeatures(w, features)
+		return 1
+	}
+	fmt.Fprintf(w, "can enforce:       yes, with cgroup %s groups like %s (a probe child ran inside a 64 MiB test group, which was then removed)\n", g.Backend(), g.Path())
+	fmt.Fprintf(w, "probe child:       pid %d ran inside %s, by its own /proc/self/cgroup; %s\n", proof.Pid, proof.Inside, proof.How)
+	printFeatures(w, features)
 	return 0
+}
+
+// printFeatures prints each kernel feature guardrun uses with the
+// release that brought it, whether this kernel has it (tried, not looked
+// up), and what guardrun does without it.
+func printFeatures(w io.Writer, fs []cgroup.Feature) {
+	for _, f := range fs {
+		have := "yes"
+		if !f.Have {
+			have = "no (" + f.Why + ")"
+		}
+		fmt.Fprintf(w, "feature:           %s (Linux %s): %s; without it %s\n", f.Name, f.Since, have, f.Without)
+	}
 }
