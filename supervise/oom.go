@@ -21,7 +21,10 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 			pids = append(pids, p.Pid)
 		}
 	}
-	recs := oomRecords(c.cfg.Name, c.kmsgSince, pids, n)
+	var recs []oomRecord
+	if c.r.Backend != "none" { // without a cgroup guardrun's sampler killed, not the kernel
+		recs = oomRecords(c.cfg.Name, c.kmsgSince, pids, n)
+	}
 	for i := range n {
 		diag := c.diagnosis()
 		e := Event{Kind: OOMKill, Pid: c.r.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Limit: st.Limit, Peak: st.Peak,
