@@ -143,6 +143,11 @@ func status(stdout, stderr io.Writer, dirs []string, name string, asJSON bool, n
 			m := st.Last[n-1]
 			last = fmt.Sprintf("%s %s ago", m.Message, fmtAge(now.Sub(m.T)))
 		}
+		if n := st.PendingNotifications; n > 0 {
+			// Critical alerts not delivered yet: what a person must
+			// know before the rest of the line.
+			last = fmt.Sprintf("%d critical %s not delivered yet; %s", n, map[bool]string{true: "alert", false: "alerts"}[n == 1], last)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", st.Run, pid, memoryCell(st),
 			cgroup.FormatSize(st.Peak), st.Restarts, fmtAge(now.Sub(since)), st.Phase, last)
 	}
