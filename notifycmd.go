@@ -55,15 +55,7 @@ func loadNotify(c *cli.Context) (notifySettings, error) {
 	for _, cmd := range c.StringSlice("notify-exec") {
 		ns.sinks = append(ns.sinks, notify.NewExecSink(cmd))
 	}
-	// The state directory, as loadObserve reads it: where the state
-	// file goes, the kept notifications go.
-	switch d := c.String("state-dir"); d {
-	case "off":
-	case "":
-		ns.stateDir = observe.DefaultStateDir()
-	default:
-		ns.stateDir = d
-	}
+	ns.stateDir = stateDir(c)
 	return ns, nil
 }
 

@@ -55,13 +55,7 @@ func loadObserve(c *cli.Context) (observeSettings, error) {
 	if o.leakWindow < 0 || (o.leakWindow > 0 && o.sample > 0 && o.leakWindow < 10*o.sample) {
 		return o, usageError(fmt.Sprintf("--leak-window %s: must be 0 or at least 10 samples (--sample %s)", o.leakWindow, o.sample), "use a duration like 5m; 0 turns the leak forecast off")
 	}
-	switch d := c.String("state-dir"); d {
-	case "off":
-	case "":
-		o.stateDir = observe.DefaultStateDir()
-	default:
-		o.stateDir = d
-	}
+	o.stateDir = stateDir(c)
 	for flag, p := range map[string]string{"report": o.report, "chart": o.chart, "metrics-textfile": o.textfile} {
 		if p == "" {
 			continue
@@ -86,6 +80,19 @@ func loadObserve(c *cli.Context) (observeSettings, error) {
 		}
 	}
 	return o, nil
+}
+
+// stateDir is the run's state directory from --state-dir: the default
+// for "", none for off. The state file and the kept notifications go there.
+func stateDir(c *cli.Context) string {
+	switch d := c.String("state-dir"); d {
+	case "off":
+		return ""
+	case "":
+		return observe.DefaultStateDir()
+	default:
+		return d
+	}
 }
 
 // wantsSamples reports whether anything consumes samples. Without a

@@ -22,11 +22,16 @@ func TestMain(m *testing.M) {
 
 // open makes a real group for this test on whatever this kernel offers
 // (v1 on the host, v2 in the VM) and removes it afterwards.
-func open(t *testing.T, l Limits) Group {
+func open(t testing.TB, l Limits) Group { return openAs(t, "grtest", "", l) }
+
+// openAs makes a real group named PREFIX-TEST-PID on this kernel's memory
+// controller (want: "v1", "v2" or "" for either) and, at the end, removes
+// it and checks that every directory of it is gone.
+func openAs(t testing.TB, prefix, want string, l Limits) Group {
 	t.Helper()
 	h := Discover()
-	testchild.RequireCgroup(t, h.Version(), "")
-	name := fmt.Sprintf("grtest-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), os.Getpid())
+	testchild.RequireCgroup(t, h.Version(), want)
+	name := fmt.Sprintf("%s-%s-%d", prefix, strings.ReplaceAll(t.Name(), "/", "-"), os.Getpid())
 	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: l})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -35,8 +40,10 @@ func open(t *testing.T, l Limits) Group {
 		if err := g.Remove(); err != nil {
 			t.Errorf("Remove: %v", err)
 		}
-		if _, err := os.Stat(g.Path()); !os.IsNotExist(err) {
-			t.Errorf("%s still exists after Remove", g.Path())
+		for _, d := range Dirs(g) {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("%s still exists after Remove", d)
+			}
 		}
 	})
 	return g

@@ -19,31 +19,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// openGK makes a real group named gk-TEST-PID for this test (v1 on the
-// host, v2 in the VM; want "" for either) and removes it afterwards,
-// failing the test if anything is left.
-func openGK(t testing.TB, want string, l Limits) Group {
-	t.Helper()
-	h := Discover()
-	testchild.RequireCgroup(t, h.Version(), want)
-	name := fmt.Sprintf("gk-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), os.Getpid())
-	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: l})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := g.Remove(); err != nil {
-			t.Errorf("Remove: %v", err)
-		}
-		for _, d := range Dirs(g) {
-			if _, err := os.Stat(d); !os.IsNotExist(err) {
-				t.Errorf("%s still exists after Remove", d)
-			}
-		}
-	})
-	return g
-}
-
 // forceJoin makes g start its children as a kernel without
 // CLONE_INTO_CGROUP does.
 func forceJoin(t testing.TB, g Group) {
@@ -137,7 +112,7 @@ func TestFeatureSeccompHelper(t *testing.T) {
 		t.Logf("no v2 group to start a child in (%s, euid %d): the probe alone was checked", h.Version(), os.Geteuid())
 		return
 	}
-	g := openGK(t, "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
 	if g.(*v2Group).noClone == nil {
 		t.Fatal("Open did not find that CLONE_INTO_CGROUP is refused")
 	}
@@ -210,7 +185,7 @@ func assertStartsInside(t *testing.T, g Group) {
 }
 
 func TestStartJoinedPutsChildInside(t *testing.T) {
-	g := openGK(t, "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
 	forceJoin(t, g)
 	assertStartsInside(t, g)
 }
@@ -219,7 +194,7 @@ func TestStartJoinedPutsChildInside(t *testing.T) {
 // the memory and pids groups both. It runs on the host, where guardrun
 // itself starts v1 children from a lent thread.
 func TestStartJoinedIntoV1Groups(t *testing.T) {
-	g := openGK(t, "v1", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v1", Limits{Max: 128 << 20})
 	v1 := g.(*v1Group)
 	c := child("cgroup")
 	var out strings.Builder
@@ -239,7 +214,7 @@ func TestStartJoinedIntoV1Groups(t *testing.T) {
 }
 
 func TestStartJoinedOOMKillAtCeiling(t *testing.T) {
-	g := openGK(t, "v2", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 64 << 20})
 	forceJoin(t, g)
 	c := child("leak", "4")
 	if err := g.Start(c); err != nil {
@@ -263,7 +238,7 @@ func TestStartJoinedOOMKillAtCeiling(t *testing.T) {
 // then is charged to the group: at the floor on --max (8 MiB, MinCeiling)
 // a trivial child must still start and exit without an OOM kill.
 func TestStartJoinedAtTheFloor(t *testing.T) {
-	g := openGK(t, "v2", Limits{Max: 8 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 8 << 20})
 	forceJoin(t, g)
 	c := child("exit", "0")
 	if err := g.Start(c); err != nil {
@@ -285,7 +260,7 @@ func TestStartJoinedAtTheFloor(t *testing.T) {
 // The command's environment and descriptors are its own: no marker, no
 // socket to the shim's parent.
 func TestStartJoinedLeavesNoTrace(t *testing.T) {
-	g := openGK(t, "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
 	forceJoin(t, g)
 	ready := filepath.Join(t.TempDir(), "ready")
 	c := child("ready", ready, "30s")
@@ -321,7 +296,7 @@ func TestStartJoinedLeavesNoTrace(t *testing.T) {
 // own: "not found" and "not executable" keep their errors (127, 126),
 // and nothing is left in the group.
 func TestStartJoinedExecErrors(t *testing.T) {
-	g := openGK(t, "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
 	forceJoin(t, g)
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "plain")
@@ -406,7 +381,7 @@ func TestStartJoinedShimWithoutGoRunsNothing(t *testing.T) {
 }
 
 func TestCheckProbeRunsInside(t *testing.T) {
-	g := openGK(t, "", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "", Limits{Max: 64 << 20})
 	p, err := Prove(g)
 	if err != nil {
 		t.Fatal(err)
@@ -422,7 +397,7 @@ func TestCheckProbeRunsInside(t *testing.T) {
 }
 
 func TestCheckProbeJoined(t *testing.T) {
-	g := openGK(t, "v2", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 64 << 20})
 	forceJoin(t, g)
 	p, err := Prove(g)
 	if err != nil {
@@ -436,7 +411,7 @@ func TestCheckProbeJoined(t *testing.T) {
 // On this kernel (6.18 on the host, 6.1 in the VM) every feature guardrun
 // uses is there, save those that depend on how it was booted or built.
 func TestFeaturesOnThisKernel(t *testing.T) {
-	g := openGK(t, "", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "", Limits{Max: 64 << 20})
 	p, err := Prove(g)
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +435,7 @@ func TestFeaturesOnThisKernel(t *testing.T) {
 // Kill leaves nothing in the group, grandchildren included: by
 // cgroup.kill where the kernel has it (as here), else by killAll.
 func TestFeatureKillEmptiesTheGroup(t *testing.T) {
-	g := openGK(t, "v2", Limits{Max: 256 << 20})
+	g := openAs(t, "gk", "v2", Limits{Max: 256 << 20})
 	pidfile := filepath.Join(t.TempDir(), "pids")
 	c := child("tree", "3", pidfile)
 	if err := g.Start(c); err != nil {
@@ -489,7 +464,7 @@ func BenchmarkStartV2Cloned(b *testing.B) { benchStart(b, false) }
 func BenchmarkStartV2Joined(b *testing.B) { benchStart(b, true) }
 
 func benchStart(b *testing.B, join bool) {
-	g := openGK(b, "v2", Limits{Max: 128 << 20})
+	g := openAs(b, "gk", "v2", Limits{Max: 128 << 20})
 	if join {
 		forceJoin(b, g)
 	}

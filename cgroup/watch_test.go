@@ -111,30 +111,6 @@ func watchChild(mode string, args ...string) *exec.Cmd {
 	return c
 }
 
-// openGW makes a real group named gw-TEST-PID on this kernel's memory
-// controller (v1 on the host, v2 in the VM) and removes it at the end.
-func openGW(t *testing.T, l Limits) Group {
-	t.Helper()
-	h := Discover()
-	testchild.RequireCgroup(t, h.Version(), "")
-	name := fmt.Sprintf("gw-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), os.Getpid())
-	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: l})
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := g.Remove(); err != nil {
-			t.Errorf("Remove: %v", err)
-		}
-		for _, d := range Dirs(g) {
-			if _, err := os.Stat(d); !os.IsNotExist(err) {
-				t.Errorf("%s still exists after Remove", d)
-			}
-		}
-	})
-	return g
-}
-
 // startIn starts c in g and, at the end, kills and reaps it (before the
 // group is removed).
 func startIn(t *testing.T, g Group, c *exec.Cmd) {
@@ -258,7 +234,7 @@ func highUntouched(t *testing.T, g Group) {
 // under it, so no Threshold notice comes, and nothing throttles the child.
 func TestWatchThresholdIgnoresPageCache(t *testing.T) {
 	const threshold = 64 << 20
-	g := openGW(t, Limits{Max: 512 << 20})
+	g := openAs(t, "gw", "", Limits{Max: 512 << 20})
 	w, err := watchOrFail(t, g, WatchSpec{Threshold: threshold, OOM: true})
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +266,7 @@ func TestWatchThresholdIgnoresPageCache(t *testing.T) {
 // after a new crossing.
 func TestWatchThresholdOnAnonymousLeak(t *testing.T) {
 	const threshold = 64 << 20
-	g := openGW(t, Limits{Max: 512 << 20})
+	g := openAs(t, "gw", "", Limits{Max: 512 << 20})
 	w, err := watchOrFail(t, g, WatchSpec{Threshold: threshold})
 	if err != nil {
 		t.Fatal(err)
@@ -317,7 +293,7 @@ func TestWatchThresholdOnAnonymousLeak(t *testing.T) {
 // also counts the kernel's own memory.oom_control eventfd signals.
 func TestWatchOOMKillOfAWorker(t *testing.T) {
 	const workers = 3
-	g := openGW(t, Limits{Max: 128 << 20})
+	g := openAs(t, "gw", "", Limits{Max: 128 << 20})
 	w, err := watchOrFail(t, g, WatchSpec{OOM: true})
 	if err != nil {
 		t.Fatal(err)
@@ -478,7 +454,7 @@ func watchFails(t *testing.T, g Group, s WatchSpec, want string) {
 
 // removedGW is a real group that Remove took away under its Group.
 func removedGW(t *testing.T) Group {
-	g := openGW(t, Limits{Max: 64 << 20})
+	g := openAs(t, "gw", "", Limits{Max: 64 << 20})
 	if err := g.Remove(); err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +465,7 @@ func TestWatchErrorsV1(t *testing.T) {
 	h := Discover()
 	testchild.RequireCgroup(t, h.Version(), "v1")
 	t.Run("pressure trigger", func(t *testing.T) {
-		watchFails(t, openGW(t, Limits{Max: 64 << 20}), WatchSpec{Threshold: 1 << 20, OOM: true, Trigger: "some 10000 500000"}, "need cgroup v2")
+		watchFails(t, openAs(t, "gw", "", Limits{Max: 64 << 20}), WatchSpec{Threshold: 1 << 20, OOM: true, Trigger: "some 10000 500000"}, "need cgroup v2")
 	})
 	t.Run("threshold on a removed group", func(t *testing.T) {
 		watchFails(t, removedGW(t), WatchSpec{Threshold: 1 << 20, OOM: true}, "no such file")
@@ -549,7 +525,7 @@ func TestWatchErrorsV2(t *testing.T) {
 	t.Run("trigger the kernel refuses", func(t *testing.T) {
 		// The window must be 500 ms to 10 s (psi.rst): the threshold and
 		// OOM watches are set up first and must be closed again.
-		g := openGW(t, Limits{Max: 64 << 20})
+		g := openAs(t, "gw", "", Limits{Max: 64 << 20})
 		watchFails(t, g, WatchSpec{Threshold: 1 << 20, OOM: true, Trigger: "some 1000 1000"}, "invalid argument")
 		highUntouched(t, g)
 	})
@@ -577,7 +553,7 @@ func TestWatchErrorsNone(t *testing.T) {
 // then closes the watcher): the watches go quiet, send nothing, do not
 // spin, and Close returns.
 func TestWatchGroupRemovedUnderIt(t *testing.T) {
-	g := openGW(t, Limits{Max: 64 << 20})
+	g := openAs(t, "gw", "", Limits{Max: 64 << 20})
 	s := WatchSpec{Threshold: 1 << 20, OOM: true}
 	if g.Backend() == "v2" {
 		s.Trigger = "some 10000 500000"
