@@ -610,9 +610,12 @@ func signal(t *testing.T, fd int) {
 func TestWatchV1ThresholdFollowsTheWorkingSet(t *testing.T) {
 	const threshold = 64 << 20
 	g := fakeV1(t, false, true)
+	// memory.stat first: the watcher's first look may come at any
+	// moment, and usage over the threshold with the old, empty stat
+	// would read as a working set over it (a race seen under -race).
 	set := func(usage, cache uint64) {
-		setFile(t, filepath.Join(g.mem, v1Usage), fmt.Sprintln(usage))
 		setFile(t, filepath.Join(g.mem, memoryStat), fmt.Sprintf("total_cache %d\ntotal_shmem 0\ntotal_inactive_file %d\n", cache, cache))
+		setFile(t, filepath.Join(g.mem, v1Usage), fmt.Sprintln(usage))
 	}
 	set(0, 0)
 	w, err := watchOrFail(t, g, WatchSpec{Threshold: threshold})
