@@ -93,6 +93,7 @@ func (c *child) overCheck(now time.Time) {
 	o := c.over
 	st, err := c.g.Stats()
 	if err != nil {
+		o.next(now, graceStepMax) // read again; the grace still ends on time
 		return
 	}
 	o.add(now, st.WorkingSet)
@@ -109,7 +110,10 @@ func (c *child) overCheck(now time.Time) {
 	}
 	end, what := c.nearestEnd(st.Limit)
 	rate, ok := o.rate()
-	if !ok || rate <= 0 || end == 0 || st.WorkingSet >= end {
+	var left time.Duration // 0: at its end already (past a heap's estimated end)
+	switch {
+	case end != 0 && st.WorkingSet >= end:
+	case !ok || rate <= 0 || end == 0:
 		o.inReach = 0
 		if ok {
 			o.next(now, graceStepMax) // flat or falling
@@ -117,8 +121,9 @@ func (c *child) overCheck(now time.Time) {
 			o.next(now, graceStepMin) // no rate yet
 		}
 		return
+	default:
+		left = time.Duration(float64(end-st.WorkingSet) / rate * float64(time.Second))
 	}
-	left := time.Duration(float64(end-st.WorkingSet) / rate * float64(time.Second))
 	if now.Add(left).After(o.end) {
 		o.inReach = 0
 		o.next(now, left/4)
