@@ -52,10 +52,12 @@ type Group interface {
 	// Start starts cmd so that its first instruction already runs inside
 	// the group: no allocation escapes the ceiling.
 	Start(cmd *exec.Cmd) error
-	// Stats reads usage, peak, limit and OOM kills.
+	// Stats reads usage, peak, limit, OOM kills, the working set and the
+	// page cache.
 	Stats() (Stats, error)
-	// Watch arms the kernel to report the usage threshold and a pressure
-	// trigger; Close the Watcher when done.
+	// Watch reports, while the child lives, its working set reaching a
+	// threshold, a PSI trigger firing, and each OOM kill in the group
+	// (see WatchSpec); Close the Watcher when done.
 	Watch(WatchSpec) (*Watcher, error)
 	// Procs lists the processes in the group.
 	Procs() ([]int, error)
