@@ -105,7 +105,14 @@ func TestChildStartsInsideGroup(t *testing.T) {
 }
 
 func TestOOMKillAtCeiling(t *testing.T) {
-	g := open(t, Limits{Max: 64 << 20})
+	requireOOMKillAtCeiling(t, open(t, Limits{Max: 64 << 20}))
+}
+
+// requireOOMKillAtCeiling starts a leaking child in g, a group with a
+// 64 MiB ceiling, and requires the kernel's OOM kill at that ceiling:
+// SIGKILL, oom_kill counted, the peak at the ceiling.
+func requireOOMKillAtCeiling(t *testing.T, g Group) {
+	t.Helper()
 	c := child("leak", "4")
 	if err := g.Start(c); err != nil {
 		t.Fatal(err)

@@ -216,22 +216,7 @@ func TestStartJoinedIntoV1Groups(t *testing.T) {
 func TestStartJoinedOOMKillAtCeiling(t *testing.T) {
 	g := openAs(t, "gk", "v2", Limits{Max: 64 << 20})
 	forceJoin(t, g)
-	c := child("leak", "4")
-	if err := g.Start(c); err != nil {
-		t.Fatal(err)
-	}
-	err := c.Wait()
-	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-		t.Fatalf("leaking child ended with %v, want SIGKILL", err)
-	}
-	s, err := g.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.OOMKills < 1 || s.Peak < 60<<20 || s.Peak > 64<<20+4096 {
-		t.Fatalf("stats %+v: want an OOM kill at the 64 MiB ceiling", s)
-	}
+	requireOOMKillAtCeiling(t, g)
 }
 
 // The shim is moved into the group before it says go, so what it does
