@@ -38,9 +38,10 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 			c.kmsgSince = recs[i].usec + 1
 		}
 		if exiting {
-			// After the exit the group's usage is what was left: the
-			// peak is the figure of the kill.
-			e.Usage = st.Peak
+			// After the exit the group's figures are what was left: the
+			// peak is the figure of the kill, and the working set and
+			// cache of that moment are not known any more.
+			e.Usage, e.WorkingSet, e.Cache = st.Peak, 0, 0
 		}
 		c.em.emit(e)
 	}
