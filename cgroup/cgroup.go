@@ -5,6 +5,23 @@
 //
 // It leaves process lifecycle (signals, waiting, restarts) to package
 // supervise: a Group starts a child and reports on it, nothing more.
+//
+// It writes the kernel's files itself, with no cgroup library. guardrun
+// once made its groups with the cgroups v3 library (cgroup1.New,
+// cgroup2.NewManager) and registered v1 events with its
+// RegisterMemoryEvent, and that library cannot serve it. guardrun already
+// wrote stats, procs, memory.stat, swap.max, the kill loops, rmdir and
+// the task moves beside it, and used it only to mkdir a group, write 3-4
+// limit files and one cgroup.event_control line. Its Stat reads every
+// controller's files into protobuf metrics where a sample needs two
+// files: measured here on a v1 memory group, 300 µs and 285 allocations
+// a call, against 100 µs and 44 for Stats. Its NewSystemd connects to
+// the system bus only and always puts the scope in system.slice without
+// Delegate, so it cannot serve a user manager (go-systemd's dbus package
+// can). Its v2 Kill fallback logs through logrus, past the program's
+// slog. And it linked cilium/ebpf, logrus, its own log package, godbus,
+// the OCI runtime spec and protobuf into guardrun: 4.7 MB of its 29.5 MB
+// binary.
 package cgroup
 
 import (
@@ -23,7 +40,7 @@ type Limits struct {
 	PidsMax int64  // pids.max
 	High    uint64 // memory.high (v2) / memory.soft_limit_in_bytes (v1)
 	// SwapSet distinguishes an explicit --swap-max 0 from "unset". guardrun
-	// defaults swap to 0 so the ceiling is the ceiling (see README).
+	// defaults swap to 0 so the ceiling is the ceiling (README, "How it behaves").
 	SwapSet bool
 }
 

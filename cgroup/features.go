@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -96,7 +95,7 @@ const probeEnv = "GUARDRUN_CGROUP_PROBE"
 
 func init() {
 	// A probe started by the join start is the shim first (joinAndExec,
-	// in v2.go's init): that must wait for its go, and exec the probe.
+	// in join.go's init): that must wait for its go, and exec the probe.
 	if _, shim := os.LookupEnv(joinEnv); os.Getenv(probeEnv) == "1" && !shim {
 		os.Exit(probeChild())
 	}
@@ -310,9 +309,9 @@ func v1Features(g *v1Group) []Feature {
 	fs := []Feature{
 		hasKey("oom_kill in memory.oom_control", "4.13", file(v1OOMCtl), "oom_kill",
 			"an OOM kill cannot be told from another SIGKILL: the child's end is reported by its signal"),
-		eventFeature("cgroup.event_control usage threshold", "2.6.34", g.mem, file(v1Usage), "4096",
+		eventFeature("cgroup.event_control usage threshold", "2.6.34", g.mem, v1Usage, "4096",
 			"--restart-at is refused with the kernel's error"),
-		eventFeature("cgroup.event_control OOM notification", "2.6.35", g.mem, file(v1OOMCtl), "",
+		eventFeature("cgroup.event_control OOM notification", "2.6.35", g.mem, v1OOMCtl, "",
 			"OOM kills are told when the child ends, not the moment the kernel reports them; with --restart-at the run is refused"),
 		exists("memory.memsw.limit_in_bytes", "2.6.29", file(v1MemswLim), noSwapControl),
 	}
@@ -387,25 +386,12 @@ func tryTrigger(file string) error {
 // forgets a registration when its eventfd is closed.
 func eventFeature(name, since, dir, control, arg, without string) Feature {
 	f := Feature{Name: name, Since: since, Have: true, Without: without}
-	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
-	if err != nil {
-		f.Have, f.Why = false, "eventfd: "+err.Error()
-		return f
-	}
-	defer unix.Close(efd)
-	cfd, err := unix.Open(control, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	efd, err := registerEvent(dir, control, arg)
 	if err != nil {
 		f.Have, f.Why = false, err.Error()
 		return f
 	}
-	defer unix.Close(cfd)
-	line := strconv.Itoa(efd) + " " + strconv.Itoa(cfd)
-	if arg != "" {
-		line += " " + arg
-	}
-	if err := writeFile(filepath.Join(dir, v1EventControl), line); err != nil {
-		f.Have, f.Why = false, err.Error()
-	}
+	unix.Close(efd)
 	return f
 }
 

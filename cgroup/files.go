@@ -58,6 +58,26 @@ func writeFile(path, value string) error {
 	return nil
 }
 
+// limitFile is one limit for a kernel file. A value of 0 is Limits' "not
+// set": the file keeps the kernel's default.
+type limitFile struct {
+	path  string
+	value uint64
+}
+
+// writeLimits writes, in order, each limit that is set.
+func writeLimits(ls ...limitFile) error {
+	for _, l := range ls {
+		if l.value == 0 {
+			continue
+		}
+		if err := writeFile(l.path, strconv.FormatUint(l.value, 10)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // verifyLimits reads the limits back after they were written: a ceiling the
 // kernel did not take must never turn into a run without one. The kernel
 // keeps whole pages, rounded down, so the memory limit may read up to a page

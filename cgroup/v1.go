@@ -12,14 +12,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup1"
-	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
 // Kernel files of the v1 memory and pids controllers.
 const (
 	v1Limit     = "memory.limit_in_bytes"
+	v1SoftLimit = "memory.soft_limit_in_bytes"
 	v1MemswLim  = "memory.memsw.limit_in_bytes"
 	v1Usage     = "memory.usage_in_bytes"
 	v1MaxUsage  = "memory.max_usage_in_bytes"
@@ -33,7 +32,6 @@ const (
 // where one is mounted: <mount>/guardrun/<name> in each.
 type v1Group struct {
 	mem, pids string // group directories; pids is "" without a pids hierarchy
-	cg        cgroup1.Cgroup
 	lock      *os.File
 	removed   bool
 }
@@ -42,18 +40,17 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 	if h.V1Memory == "" {
 		return nil, errors.New("no cgroup v1 memory hierarchy is mounted")
 	}
-	// containerd's cgroup1 places each controller at <root>/<controller>,
-	// which is how every distribution mounts them; refuse anything else
-	// rather than write limits to the wrong place.
+	// threadCgroups finds a group's hierarchy in /proc/thread-self/cgroup
+	// by the base name of its mount, which is how every distribution
+	// mounts them (<root>/memory, <root>/pids); refuse anything else
+	// rather than move a thread by the wrong line.
 	root := filepath.Dir(h.V1Memory)
 	if filepath.Base(h.V1Memory) != "memory" {
 		return nil, fmt.Errorf("cgroup v1 memory hierarchy at %s is not at <root>/memory", h.V1Memory)
 	}
-	subsystems := []cgroup1.Subsystem{cgroup1.NewMemory(root, cgroup1.OptionalSwap())}
 	g := &v1Group{mem: filepath.Join(h.V1Memory, "guardrun", o.Name)}
 	var extra []string
 	if h.V1Pids == filepath.Join(root, "pids") {
-		subsystems = append(subsystems, cgroup1.NewPids(root))
 		g.pids = filepath.Join(h.V1Pids, "guardrun", o.Name)
 		extra = append(extra, g.pids)
 		if err := os.MkdirAll(filepath.Dir(g.pids), 0o755); err != nil {
@@ -70,11 +67,8 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 		return nil, err
 	}
 	g.lock = lock
-	res := v1Resources(o.Limits, fileExists(filepath.Join(g.mem, v1MemswLim)))
-	g.cg, err = cgroup1.New(cgroup1.StaticPath(filepath.Join("/guardrun", o.Name)), res,
-		cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) { return subsystems, nil }))
-	if err != nil {
-		return nil, undo(g, fmt.Errorf("set limits on %s: %w", g.mem, err))
+	if err := g.setLimits(o.Limits); err != nil {
+		return nil, undo(g, err)
 	}
 	if err := verifyLimits(filepath.Join(g.mem, v1Limit), filepath.Join(g.pids, pidsMax), o.Limits); err != nil {
 		return nil, undo(g, err)
@@ -82,27 +76,28 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 	return g, nil
 }
 
-// v1Resources maps Limits to the OCI shape containerd takes. On v1 the
-// swap figure is memory+swap (memory.memsw.limit_in_bytes), so "no swap"
-// is memsw == limit.
-func v1Resources(l Limits, memsw bool) *specs.LinuxResources {
-	res := &specs.LinuxResources{Memory: &specs.LinuxMemory{}}
-	if l.Max > 0 {
-		max := int64(l.Max)
-		res.Memory.Limit = &max
-		if memsw {
-			sw := int64(l.Max + l.SwapMax)
-			res.Memory.Swap = &sw
-		}
+// setLimits writes the limits that are set to the group claim made, in
+// the order cgroup1.New wrote them while guardrun used the cgroups v3
+// library (see the package doc): memory.limit_in_bytes,
+// memory.soft_limit_in_bytes, memory.memsw.limit_in_bytes, then pids.max.
+// memsw must follow the limit: the kernel refuses a memsw below
+// memory.limit_in_bytes (mem_cgroup_resize_max), and a new group has both
+// unlimited. On v1 the swap figure is memory+swap, so "no swap" is memsw
+// == limit, written only where the kernel accounts swap. Nothing else is
+// written: not memory.swappiness, not memory.use_hierarchy; the library
+// wrote neither for these Limits.
+func (g *v1Group) setLimits(l Limits) error {
+	ls := []limitFile{
+		{filepath.Join(g.mem, v1Limit), l.Max},
+		{filepath.Join(g.mem, v1SoftLimit), l.High},
 	}
-	if l.High > 0 {
-		soft := int64(l.High)
-		res.Memory.Reservation = &soft
+	if memsw := filepath.Join(g.mem, v1MemswLim); l.Max > 0 && fileExists(memsw) {
+		ls = append(ls, limitFile{memsw, l.Max + l.SwapMax})
 	}
-	if l.PidsMax > 0 {
-		res.Pids = &specs.LinuxPids{Limit: &l.PidsMax}
+	if g.pids != "" {
+		ls = append(ls, limitFile{filepath.Join(g.pids, pidsMax), uint64(max(l.PidsMax, 0))})
 	}
-	return res
+	return writeLimits(ls...)
 }
 
 func (g *v1Group) Backend() string { return "v1" }

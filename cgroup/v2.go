@@ -1,22 +1,17 @@
 package cgroup
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-	"unsafe"
 
-	"github.com/containerd/cgroups/v3/cgroup2"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,7 +37,6 @@ const (
 // v2Group is a group on the unified hierarchy.
 type v2Group struct {
 	dir  string
-	mgr  *cgroup2.Manager
 	lock *os.File // the group directory itself: flock and CLONE_INTO_CGROUP fd
 	// noClone says why this kernel will not clone a child straight into
 	// the group (CloneIntoCgroup), nil when it will. Start then takes the
@@ -126,35 +120,50 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 		return nil, err
 	}
 	g.lock = lock
-	res := &cgroup2.Resources{Memory: &cgroup2.Memory{}}
-	if o.Limits.Max > 0 {
-		max := int64(o.Limits.Max)
-		res.Memory.Max = &max
-	}
-	if o.Limits.High > 0 {
-		high := int64(o.Limits.High)
-		res.Memory.High = &high
-	}
-	if o.Limits.PidsMax > 0 {
-		res.Pids = &cgroup2.Pids{Max: o.Limits.PidsMax}
-	}
-	rel := strings.TrimPrefix(g.dir, h.V2)
-	if g.mgr, err = cgroup2.NewManager(h.V2, rel, res); err != nil {
+	if err := g.setLimits(base, o.Limits); err != nil {
 		g.Remove()
-		return nil, fmt.Errorf("set limits on %s: %w", g.dir, err)
-	}
-	// memory.swap.max exists only where the kernel accounts swap.
-	if sw := filepath.Join(g.dir, v2SwapMax); o.Limits.Max > 0 && fileExists(sw) {
-		if err := writeFile(sw, strconv.FormatUint(o.Limits.SwapMax, 10)); err != nil {
-			g.Remove()
-			return nil, err
-		}
+		return nil, err
 	}
 	if err := verifyLimits(filepath.Join(g.dir, v2Max), filepath.Join(g.dir, pidsMax), o.Limits); err != nil {
 		g.Remove()
 		return nil, err
 	}
 	return g, nil
+}
+
+// setLimits writes the limits that are set to the group claim made, as
+// cgroup2.NewManager did while guardrun used the cgroups v3 library (see
+// the package doc), and then memory.swap.max, as guardrun did after it.
+//
+// First "+memory", and "+pids" when pids.max is asked for, go to the
+// parent's cgroup.subtree_control once more. The library wrote them to
+// every directory from the mount down and returned the error of this last
+// write only; enableControllers has made the others, so they are not
+// repeated. This one still fails Open where enableControllers let the
+// parent pass (memory on, the file not writable), and where --pids-max
+// finds no pids controller to enable. Then memory.max, memory.high and
+// pids.max, in the library's order. memory.swap.max exists only where the
+// kernel accounts swap; it is written even at 0, which is "no swap".
+func (g *v2Group) setLimits(parent string, l Limits) error {
+	want := "+memory"
+	if l.PidsMax > 0 {
+		want += " +pids"
+	}
+	if err := writeFile(filepath.Join(parent, subtreeControl), want); err != nil {
+		return err
+	}
+	err := writeLimits(
+		limitFile{filepath.Join(g.dir, v2Max), l.Max},
+		limitFile{filepath.Join(g.dir, v2High), l.High},
+		limitFile{filepath.Join(g.dir, pidsMax), uint64(max(l.PidsMax, 0))},
+	)
+	if err != nil {
+		return err
+	}
+	if sw := filepath.Join(g.dir, v2SwapMax); l.Max > 0 && fileExists(sw) {
+		return writeFile(sw, strconv.FormatUint(l.SwapMax, 10))
+	}
+	return nil
 }
 
 // enableControllers turns on memory and pids for the children of every
@@ -262,151 +271,6 @@ func cloneError(err error, dir string) error {
 	return err
 }
 
-// joinEnv marks guardrun's own binary started by the join start: its value
-// is the descriptor the shim waits on (see joinAndExec).
-const joinEnv = "GUARDRUN_CGROUP_JOIN"
-
-// startJoined starts cmd in the groups whose cgroup.procs files are procs
-// without cloning into them, and still without one instruction of cmd
-// outside them. The child starts as guardrun's own binary
-// (/proc/self/exe, as the sentinel does), which runs no more than
-// joinAndExec: it waits on a socket. guardrun moves it, the whole process,
-// into each group through cgroup.procs, and only then tells it to go; it
-// execs the command from inside. If the move fails the shim is killed and
-// the command never runs.
-//
-// The shim is guardrun's code; what it touched before the move stays
-// charged to guardrun's own cgroup, and goes with its old address space at
-// exec ("Memory Ownership", cgroup-v2.rst). Everything of the command is
-// charged to the group: the pages its execve maps and every page after.
-//
-// The rest of cmd (stdio, Dir, SysProcAttr: process group, terminal,
-// parent-death signal, --user's credentials) applies to the shim as os/exec
-// always applies it, and carries over the exec to the command. The
-// command's environment is cmd's, without joinEnv; its descriptors are
-// cmd's, without the socket (close-on-exec). An exec that fails is
-// reported back over the socket as os/exec reports its own, so "not
-// found" and "not executable" keep their exit codes.
-//
-// The parent's move takes the write side of cgroup_threadgroup_rwsem, the
-// lock CLONE_INTO_CGROUP exists to avoid (commit ef2c41cf38a7): a cost
-// per start on old kernels, not a window.
-func startJoined(cmd *exec.Cmd, procs ...string) error {
-	if cmd.Err != nil || cmd.Path == "" || len(cmd.Args) == 0 || cmd.Process != nil {
-		// os/exec says what is wrong with cmd, as it always does.
-		return cmd.Start()
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("socketpair for the start without CLONE_INTO_CGROUP: %w", err)
-	}
-	ours, theirs := os.NewFile(uintptr(fds[0]), "join"), os.NewFile(uintptr(fds[1]), "join")
-	defer ours.Close()
-
-	path, args, env, extra := cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles
-	shimEnv := env
-	if shimEnv == nil {
-		// What os/exec gives a command with no Env of its own.
-		shimEnv = os.Environ()
-		if cmd.Dir != "" {
-			if pwd, err := filepath.Abs(cmd.Dir); err == nil {
-				shimEnv = append(shimEnv, "PWD="+pwd)
-			}
-		}
-	}
-	cmd.Path = "/proc/self/exe"
-	cmd.Args = append([]string{args[0], path}, args...)
-	cmd.Env = append(slices.Clip(shimEnv), fmt.Sprintf("%s=%d", joinEnv, 3+len(extra)))
-	cmd.ExtraFiles = append(slices.Clip(extra), theirs)
-	err = cmd.Start()
-	theirs.Close()
-	cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles = path, args, env, extra
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) && pe.Path == "/proc/self/exe" {
-			// Not the command's fault, so not its exit code: %v.
-			return fmt.Errorf("start %s through guardrun's own binary, as this kernel cannot clone into a cgroup: %v", path, err)
-		}
-		return err
-	}
-	abandon := func(why string, err error) error {
-		cmd.Process.Kill()
-		cmd.Wait()
-		// %v: an errno here (ENOENT for a group that went, EACCES) is
-		// guardrun's failure, not the command's "not found".
-		return fmt.Errorf("%s: %v; %s was not started", why, err, path)
-	}
-	pid := strconv.Itoa(cmd.Process.Pid)
-	for _, p := range procs {
-		if err := writeFile(p, pid); err != nil {
-			return abandon("move the child into its group before it runs", err)
-		}
-	}
-	if _, err := ours.Write([]byte{1}); err != nil {
-		return abandon("tell the child to run", err)
-	}
-	// The shim's end closes at its exec (close-on-exec): EOF is success.
-	// Before that it writes the errno of an exec that failed.
-	var b [4]byte
-	n, err := io.ReadFull(ours, b[:])
-	switch {
-	case n == 0 && errors.Is(err, io.EOF):
-		return nil
-	case n == len(b):
-		cmd.Wait()
-		return &fs.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(binary.LittleEndian.Uint32(b[:]))}
-	}
-	return abandon("hear from the child", err)
-}
-
-func init() {
-	if v, ok := os.LookupEnv(joinEnv); ok {
-		os.Exit(joinAndExec(v))
-	}
-}
-
-// joinAndExec is guardrun's own binary as the shim of startJoined: wait
-// until guardrun has moved this process into the group and says go, then
-// exec the command (os.Args[1], with os.Args[2:] as its argv). It runs
-// from package initialisation, so every binary that starts children
-// through this package (guardrun, and each test binary) is a shim when
-// asked, with nothing to forget in its main.
-//
-// It exits 125 without running the command when guardrun gave up or died
-// before saying go (EOF): the command never runs outside the group.
-func joinAndExec(v string) int {
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 3 || len(os.Args) < 3 {
-		fmt.Fprintf(os.Stderr, "guardrun: %s=%q is set, but this process is not a start that guardrun made\n", joinEnv, v)
-		return 125
-	}
-	// A raw read: the runtime does not see the wait, so it hands no P off
-	// and starts no thread for it. The process is in the group by the
-	// time the read returns, where pids.max may not allow another thread.
-	var b [1]byte
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1)
-		if e == syscall.EINTR {
-			continue
-		}
-		if e != 0 || n != 1 {
-			return 125
-		}
-		break
-	}
-	unix.CloseOnExec(fd)
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, joinEnv+"=") })
-	err = syscall.Exec(os.Args[1], os.Args[2:], env)
-	errno, ok := err.(syscall.Errno)
-	if !ok {
-		errno = syscall.EINVAL
-	}
-	var msg [4]byte
-	binary.LittleEndian.PutUint32(msg[:], uint32(errno))
-	unix.Write(fd, msg[:])
-	return 127
-}
-
 func (g *v2Group) Stats() (Stats, error) {
 	var s Stats
 	var err error
@@ -433,19 +297,22 @@ func (g *v2Group) Stats() (Stats, error) {
 
 // Kill writes cgroup.kill (Linux 5.14), which the kernel applies to the
 // whole tree at once, so a forking process cannot slip out between reads.
-// Without it, guardrun kills what cgroup.procs lists until it reads empty
-// (killAll), as on v1: containerd's own fallback signals each process
-// once, with the group frozen where cgroup.freeze exists (5.2), and says
-// so through logrus on guardrun's stderr.
+// Without it, or if the kernel refuses the write, guardrun kills what
+// cgroup.procs lists until it reads empty (killAll), as on v1.
 func (g *v2Group) Kill() error {
-	if !fileExists(filepath.Join(g.dir, v2Kill)) {
+	kill := filepath.Join(g.dir, v2Kill)
+	if !fileExists(kill) {
 		if err := killAll(filepath.Join(g.dir, cgroupProcs), 5*time.Second); err != nil {
 			return fmt.Errorf("kill %s: %w", g.dir, err)
 		}
 		return nil
 	}
-	if err := g.mgr.Kill(); err != nil {
-		return fmt.Errorf("kill %s: %w", g.dir, err)
+	werr := writeFile(kill, "1")
+	if werr == nil {
+		return nil
+	}
+	if err := killAll(filepath.Join(g.dir, cgroupProcs), 5*time.Second); err != nil {
+		return fmt.Errorf("kill %s: %w; and then: %v", g.dir, werr, err)
 	}
 	return nil
 }
@@ -454,12 +321,7 @@ func (g *v2Group) Remove() error {
 	if g.removed {
 		return nil
 	}
-	var err error
-	if g.mgr != nil {
-		err = g.Kill()
-	} else {
-		err = killAll(filepath.Join(g.dir, cgroupProcs), 5e9)
-	}
+	err := g.Kill()
 	if err == nil {
 		err = rmdir(g.dir)
 	}

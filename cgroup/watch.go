@@ -4,12 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup1"
 	"golang.org/x/sys/unix"
 )
 
@@ -54,6 +55,36 @@ type WatchSpec struct {
 
 // Kernel file of the v1 memory controller that registers eventfds.
 const v1EventControl = "cgroup.event_control"
+
+// registerEvent asks the v1 memory group dir to signal a new eventfd on
+// an event of its file control (memory.usage_in_bytes crossing the
+// threshold arg, memory.oom_control entering OOM with arg ""): it writes
+// "<eventfd> <fd of control>[ <arg>]" to cgroup.event_control
+// (Documentation/admin-guide/cgroup-v1/memory.rst, "Memory thresholds"
+// and "OOM Control"). The control file may be closed afterwards; the
+// registration lasts until the eventfd is closed or the group removed.
+// The eventfd is non-blocking: the watcher drains it after each poll.
+func registerEvent(dir, control, arg string) (int, error) {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		return -1, fmt.Errorf("eventfd: %w", err)
+	}
+	cf, err := os.Open(filepath.Join(dir, control))
+	if err != nil {
+		unix.Close(efd)
+		return -1, err
+	}
+	defer cf.Close()
+	line := strconv.Itoa(efd) + " " + strconv.Itoa(int(cf.Fd()))
+	if arg != "" {
+		line += " " + arg
+	}
+	if err := writeFile(filepath.Join(dir, v1EventControl), line); err != nil {
+		unix.Close(efd)
+		return -1, err
+	}
+	return efd, nil
+}
 
 // The threshold poll. v2 has no event for usage crossing a figure (only
 // memory.high, which throttles the group, so it is no tripwire), and on
@@ -426,11 +457,10 @@ func (g *v1Group) Watch(s WatchSpec) (*Watcher, error) {
 	w := newWatcher()
 	evctl := filepath.Join(g.mem, v1EventControl)
 	if s.Threshold > 0 {
-		efd, err := g.cg.RegisterMemoryEvent(cgroup1.MemoryThresholdEvent(s.Threshold, false))
+		fd, err := registerEvent(g.mem, v1Usage, strconv.FormatUint(s.Threshold, 10))
 		if err != nil {
 			return w.fail(fmt.Errorf("register a usage threshold in %s: %w", evctl, err))
 		}
-		fd := int(efd)
 		c := &crossing{w: w, threshold: s.Threshold, backend: "v1", rawEvent: true,
 			usage: filepath.Join(g.mem, v1Usage), stat: filepath.Join(g.mem, memoryStat)}
 		// First look at once: raw usage already over the threshold when
@@ -441,9 +471,6 @@ func (g *v1Group) Watch(s WatchSpec) (*Watcher, error) {
 			}
 			return c.look()
 		}})
-		if err := unix.SetNonblock(fd, true); err != nil {
-			return w.fail(fmt.Errorf("usage threshold eventfd of %s: %w", g.mem, err))
-		}
 	}
 	if s.OOM {
 		oomCtl := filepath.Join(g.mem, v1OOMCtl)
@@ -451,11 +478,10 @@ func (g *v1Group) Watch(s WatchSpec) (*Watcher, error) {
 		if err != nil {
 			return w.fail(fmt.Errorf("read oom_kill from %s: %w", oomCtl, err))
 		}
-		efd, err := g.cg.OOMEventFD()
+		fd, err := registerEvent(g.mem, v1OOMCtl, "")
 		if err != nil {
 			return w.fail(fmt.Errorf("register an OOM eventfd for %s in %s: %w", oomCtl, evctl, err))
 		}
-		fd := int(efd)
 		var settle time.Time
 		wait := pollMin
 		w.add(watch{fd: fd, events: unix.POLLIN, first: never, check: func(woke bool) time.Duration {
@@ -479,9 +505,6 @@ func (g *v1Group) Watch(s WatchSpec) (*Watcher, error) {
 			wait = min(2*wait, pollMax)
 			return d
 		}})
-		if err := unix.SetNonblock(fd, true); err != nil {
-			return w.fail(fmt.Errorf("OOM eventfd of %s: %w", g.mem, err))
-		}
 	}
 	return w.start()
 }

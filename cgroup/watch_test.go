@@ -9,10 +9,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup1"
 	"github.com/guardrun/guardrun/internal/testchild"
 	"golang.org/x/sys/unix"
 )
@@ -301,13 +301,12 @@ func TestWatchOOMKillOfAWorker(t *testing.T) {
 	defer closeOrFail(t, w)
 	efd := -1
 	if v1, ok := g.(*v1Group); ok {
-		fd, err := v1.cg.OOMEventFD()
+		fd, err := registerEvent(v1.mem, v1OOMCtl, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		efd = int(fd)
+		efd = fd
 		defer unix.Close(efd)
-		unix.SetNonblock(efd, true)
 	}
 	ready := filepath.Join(t.TempDir(), "ready")
 	parent := watchChild("oom-parent", strconv.Itoa(workers), ready)
@@ -422,9 +421,21 @@ func openFds(t *testing.T) map[string]string {
 // bound), no watcher, and leaves no fd open and no goroutine running.
 func watchFails(t *testing.T, g Group, s WatchSpec, want string) {
 	t.Helper()
+	watchFailsWithFds(t, g, s, -1, want)
+}
+
+// watchFailsWithFds is watchFails with Watch allowed to hold at most fds
+// descriptors at once (see limitFds); -1 for no limit.
+func watchFailsWithFds(t *testing.T, g Group, s WatchSpec, fds int, want string) {
+	t.Helper()
 	os.ReadFile("/proc/self/stat") // the runtime's own fds, opened on first use
-	fds, goroutines := openFds(t), runtime.NumGoroutine()
-	w, err := watchOrFail(t, g, s)
+	before, goroutines := openFds(t), runtime.NumGoroutine()
+	w, err := func() (*Watcher, error) {
+		if fds >= 0 {
+			defer limitFds(t, fds)()
+		}
+		return watchOrFail(t, g, s)
+	}()
 	if err == nil {
 		closeOrFail(t, w)
 		t.Fatalf("Watch(%+v) succeeded, want an error", s)
@@ -437,7 +448,7 @@ func watchFails(t *testing.T, g Group, s WatchSpec, want string) {
 	}
 	closeOrFail(t, w) // nil: a no-op
 	for fd, what := range openFds(t) {
-		if fds[fd] != what {
+		if before[fd] != what {
 			t.Errorf("Watch(%+v) failed and left fd %s open (%s)", s, fd, what)
 		}
 	}
@@ -450,6 +461,42 @@ func watchFails(t *testing.T, g Group, s WatchSpec, want string) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Logf("%+v: %v", s, err)
+}
+
+// limitFds lowers this process's RLIMIT_NOFILE so that it can hold at
+// most n descriptors more than it holds now, and returns what puts the
+// limit back. The kernel gives a new descriptor the lowest free number
+// and refuses one at or over the limit (EMFILE), so the limit is the
+// number of the (n+1)th free descriptor. Nothing else in the test binary
+// opens files meanwhile: the package's tests do not run in parallel.
+func limitFds(t *testing.T, n int) (restore func()) {
+	t.Helper()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		t.Fatal(err)
+	}
+	fd, free := 0, 0
+	for ; ; fd++ {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err == unix.EBADF {
+			if free == n {
+				break
+			}
+			free++
+		}
+	}
+	if uint64(fd) >= old.Cur {
+		t.Fatalf("descriptor %d is over RLIMIT_NOFILE %d already", fd, old.Cur)
+	}
+	lim := old
+	lim.Cur = uint64(fd)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+			t.Fatalf("put RLIMIT_NOFILE back to %d: %v", old.Cur, err)
+		}
+	}
 }
 
 // removedGW is a real group that Remove took away under its Group.
@@ -473,8 +520,8 @@ func TestWatchErrorsV1(t *testing.T) {
 	t.Run("oom on a removed group", func(t *testing.T) {
 		watchFails(t, removedGW(t), WatchSpec{OOM: true}, "no such file")
 	})
-	// The kernel refuses no well-formed threshold registration, so these
-	// point containerd at a hierarchy in a temporary directory: where
+	// The kernel refuses no well-formed registration in a real group, so
+	// these register in a v1Group over plain files: where
 	// cgroup.event_control is a directory, its write fails (EISDIR)
 	// after the eventfd is made; where memory.oom_control is missing,
 	// the threshold is registered (to a plain file) and the OOM watch
@@ -482,9 +529,36 @@ func TestWatchErrorsV1(t *testing.T) {
 	t.Run("threshold with a bad event_control", func(t *testing.T) {
 		watchFails(t, fakeV1(t, true, true), WatchSpec{Threshold: 1 << 20}, "is a directory")
 	})
+	t.Run("oom with a bad event_control", func(t *testing.T) {
+		watchFails(t, fakeV1(t, true, true), WatchSpec{OOM: true}, "register an OOM eventfd")
+	})
 	t.Run("oom after a threshold", func(t *testing.T) {
 		watchFails(t, fakeV1(t, false, false), WatchSpec{Threshold: 1 << 20, OOM: true}, "memory.oom_control")
 	})
+	// Out of descriptors, in a real group, at each one Watch makes. A
+	// registration holds three at once: the eventfd, the control file
+	// and cgroup.event_control, the last two closed after it. So: the
+	// threshold's eventfd; memory.usage_in_bytes (the eventfd must be
+	// closed again); cgroup.event_control, a real write that fails;
+	// oom_control opened for its count; the OOM registration's, after a
+	// threshold was registered. (The watcher's pipe needs no more than a
+	// registration did, so only v2's PSI trigger can run out at it.)
+	for _, tc := range []struct {
+		name string
+		s    WatchSpec
+		fds  int
+		want string
+	}{
+		{"threshold without a descriptor for its eventfd", WatchSpec{Threshold: 1 << 20}, 0, "eventfd: too many open files"},
+		{"threshold without a descriptor for memory.usage_in_bytes", WatchSpec{Threshold: 1 << 20}, 1, v1Usage + ": too many open files"},
+		{"threshold without a descriptor for cgroup.event_control", WatchSpec{Threshold: 1 << 20}, 2, v1EventControl + ": too many open files"},
+		{"oom without a descriptor to read oom_kill", WatchSpec{OOM: true}, 0, "read oom_kill from"},
+		{"oom without a descriptor after a threshold", WatchSpec{Threshold: 1 << 20, OOM: true}, 3, "register an OOM eventfd"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			watchFailsWithFds(t, openAs(t, "gw", "", Limits{Max: 64 << 20}), tc.s, tc.fds, tc.want)
+		})
+	}
 }
 
 // fakeV1 is a v1Group over plain files in a temporary directory.
@@ -510,13 +584,7 @@ func fakeV1(t *testing.T, evctlIsDir, oomCtl bool) *v1Group {
 			t.Fatal(err)
 		}
 	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath("/"+rel), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) {
-		return []cgroup1.Subsystem{cgroup1.NewMemory(root)}, nil
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &v1Group{mem: mem, cg: cg}
+	return &v1Group{mem: mem}
 }
 
 func TestWatchErrorsV2(t *testing.T) {
@@ -538,6 +606,68 @@ func TestWatchErrorsV2(t *testing.T) {
 	t.Run("trigger on a removed group", func(t *testing.T) {
 		watchFails(t, removedGW(t), WatchSpec{Trigger: "some 10000 500000"}, "no such file")
 	})
+	// Out of descriptors at each one Watch makes: the inotify instance;
+	// memory.events opened for its oom_kill count, after the inotify
+	// watch was added; the watcher's pipe, after the PSI trigger was
+	// written (its fd must be closed again, and the trigger with it).
+	for _, tc := range []struct {
+		name string
+		s    WatchSpec
+		fds  int
+		want string
+	}{
+		{"oom without a descriptor for inotify", WatchSpec{OOM: true}, 0, "inotify: too many open files"},
+		{"oom without a descriptor to read oom_kill", WatchSpec{OOM: true}, 1, "read oom_kill from"},
+		{"no descriptors for the watcher's pipe", WatchSpec{Trigger: "some 10000 500000"}, 1, "watcher pipe: too many open files"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := openAs(t, "gw", "", Limits{Max: 64 << 20})
+			watchFailsWithFds(t, g, tc.s, tc.fds, tc.want)
+			highUntouched(t, g)
+		})
+	}
+}
+
+// Watch's v2 error paths over plain files, so that they run without root
+// and on a v1 host too (the PSI trigger's need the kernel: see
+// TestWatchErrorsV2). The watcher's pipe is the last descriptor Watch
+// makes, and a v2 threshold holds none (it polls memory.current): with one
+// descriptor left the read of memory.current passes and the pipe, which
+// needs two, fails.
+func TestWatchErrorsV2OverFiles(t *testing.T) {
+	const events = "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		s     WatchSpec
+		fds   int
+		want  string
+	}{
+		{"threshold without memory.current", nil, WatchSpec{Threshold: 1 << 20}, -1, v2Current + ": no such file"},
+		{"oom without memory.events", map[string]string{v2Current: "0\n"}, WatchSpec{Threshold: 1 << 20, OOM: true}, -1, "inotify on"},
+		{"oom without a descriptor for inotify", map[string]string{v2Events: events}, WatchSpec{OOM: true}, 0, "inotify: too many open files"},
+		{"oom without a descriptor to read oom_kill", map[string]string{v2Events: events}, WatchSpec{OOM: true}, 1, "read oom_kill from"},
+		{"trigger without memory.pressure", map[string]string{v2Events: events}, WatchSpec{OOM: true, Trigger: "some 10000 500000"}, -1, v2Pressure + ": no such file"},
+		{"no descriptors for the watcher's pipe", map[string]string{v2Current: "0\n"}, WatchSpec{Threshold: 1 << 20}, 1, "watcher pipe: too many open files"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := &v2Group{dir: t.TempDir()}
+			for f, v := range tc.files {
+				if err := os.WriteFile(filepath.Join(g.dir, f), []byte(v), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			watchFailsWithFds(t, g, tc.s, tc.fds, tc.want)
+			if tc.fds >= 0 {
+				// With descriptors to spare, the same files watch.
+				w, err := watchOrFail(t, g, tc.s)
+				if err != nil {
+					t.Fatalf("Watch with descriptors to spare: %v", err)
+				}
+				closeOrFail(t, w)
+			}
+		})
+	}
 }
 
 func TestWatchErrorsNone(t *testing.T) {

@@ -1,0 +1,168 @@
+package cgroup
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// The join start: where the kernel cannot clone a child into a cgroup
+// (no CLONE_INTO_CGROUP), v2Group.Start starts the child as guardrun's own
+// binary, moves it into the group, and only then lets it exec the command.
+
+// joinEnv marks guardrun's own binary started by the join start: its value
+// is the descriptor the shim waits on (see joinAndExec).
+const joinEnv = "GUARDRUN_CGROUP_JOIN"
+
+// startJoined starts cmd in the groups whose cgroup.procs files are procs
+// without cloning into them, and still without one instruction of cmd
+// outside them. The child starts as guardrun's own binary
+// (/proc/self/exe, as the sentinel does), which runs no more than
+// joinAndExec: it waits on a socket. guardrun moves it, the whole process,
+// into each group through cgroup.procs, and only then tells it to go; it
+// execs the command from inside. If the move fails the shim is killed and
+// the command never runs.
+//
+// The shim is guardrun's code; what it touched before the move stays
+// charged to guardrun's own cgroup, and goes with its old address space at
+// exec ("Memory Ownership", cgroup-v2.rst). Everything of the command is
+// charged to the group: the pages its execve maps and every page after.
+//
+// The rest of cmd (stdio, Dir, SysProcAttr: process group, terminal,
+// parent-death signal, --user's credentials) applies to the shim as os/exec
+// always applies it, and carries over the exec to the command. The
+// command's environment is cmd's, without joinEnv; its descriptors are
+// cmd's, without the socket (close-on-exec). An exec that fails is
+// reported back over the socket as os/exec reports its own, so "not
+// found" and "not executable" keep their exit codes.
+//
+// The parent's move takes the write side of cgroup_threadgroup_rwsem, the
+// lock CLONE_INTO_CGROUP exists to avoid (commit ef2c41cf38a7): a cost
+// per start on old kernels, not a window.
+func startJoined(cmd *exec.Cmd, procs ...string) error {
+	if cmd.Err != nil || cmd.Path == "" || len(cmd.Args) == 0 || cmd.Process != nil {
+		// os/exec says what is wrong with cmd, as it always does.
+		return cmd.Start()
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("socketpair for the start without CLONE_INTO_CGROUP: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "join"), os.NewFile(uintptr(fds[1]), "join")
+	defer ours.Close()
+
+	path, args, env, extra := cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles
+	shimEnv := env
+	if shimEnv == nil {
+		// What os/exec gives a command with no Env of its own.
+		shimEnv = os.Environ()
+		if cmd.Dir != "" {
+			if pwd, err := filepath.Abs(cmd.Dir); err == nil {
+				shimEnv = append(shimEnv, "PWD="+pwd)
+			}
+		}
+	}
+	cmd.Path = "/proc/self/exe"
+	cmd.Args = append([]string{args[0], path}, args...)
+	cmd.Env = append(slices.Clip(shimEnv), fmt.Sprintf("%s=%d", joinEnv, 3+len(extra)))
+	cmd.ExtraFiles = append(slices.Clip(extra), theirs)
+	err = cmd.Start()
+	theirs.Close()
+	cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles = path, args, env, extra
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == "/proc/self/exe" {
+			// Not the command's fault, so not its exit code: %v.
+			return fmt.Errorf("start %s through guardrun's own binary, as this kernel cannot clone into a cgroup: %v", path, err)
+		}
+		return err
+	}
+	abandon := func(why string, err error) error {
+		cmd.Process.Kill()
+		cmd.Wait()
+		// %v: an errno here (ENOENT for a group that went, EACCES) is
+		// guardrun's failure, not the command's "not found".
+		return fmt.Errorf("%s: %v; %s was not started", why, err, path)
+	}
+	pid := strconv.Itoa(cmd.Process.Pid)
+	for _, p := range procs {
+		if err := writeFile(p, pid); err != nil {
+			return abandon("move the child into its group before it runs", err)
+		}
+	}
+	if _, err := ours.Write([]byte{1}); err != nil {
+		return abandon("tell the child to run", err)
+	}
+	// The shim's end closes at its exec (close-on-exec): EOF is success.
+	// Before that it writes the errno of an exec that failed.
+	var b [4]byte
+	n, err := io.ReadFull(ours, b[:])
+	switch {
+	case n == 0 && errors.Is(err, io.EOF):
+		return nil
+	case n == len(b):
+		cmd.Wait()
+		return &fs.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(binary.LittleEndian.Uint32(b[:]))}
+	}
+	return abandon("hear from the child", err)
+}
+
+func init() {
+	if v, ok := os.LookupEnv(joinEnv); ok {
+		os.Exit(joinAndExec(v))
+	}
+}
+
+// joinAndExec is guardrun's own binary as the shim of startJoined: wait
+// until guardrun has moved this process into the group and says go, then
+// exec the command (os.Args[1], with os.Args[2:] as its argv). It runs
+// from package initialisation, so every binary that starts children
+// through this package (guardrun, and each test binary) is a shim when
+// asked, with nothing to forget in its main.
+//
+// It exits 125 without running the command when guardrun gave up or died
+// before saying go (EOF): the command never runs outside the group.
+func joinAndExec(v string) int {
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 || len(os.Args) < 3 {
+		fmt.Fprintf(os.Stderr, "guardrun: %s=%q is set, but this process is not a start that guardrun made\n", joinEnv, v)
+		return 125
+	}
+	// A raw read: the runtime does not see the wait, so it hands no P off
+	// and starts no thread for it. The process is in the group by the
+	// time the read returns, where pids.max may not allow another thread.
+	var b [1]byte
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), 1)
+		if e == syscall.EINTR {
+			continue
+		}
+		if e != 0 || n != 1 {
+			return 125
+		}
+		break
+	}
+	unix.CloseOnExec(fd)
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, joinEnv+"=") })
+	err = syscall.Exec(os.Args[1], os.Args[2:], env)
+	errno, ok := err.(syscall.Errno)
+	if !ok {
+		errno = syscall.EINVAL
+	}
+	var msg [4]byte
+	binary.LittleEndian.PutUint32(msg[:], uint32(errno))
+	unix.Write(fd, msg[:])
+	return 127
+}
