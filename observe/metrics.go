@@ -8,14 +8,15 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/prometheus/common/expfmt"
+	"golang.org/x/sys/unix"
+
+	"github.com/guardrun/guardrun/internal/proc"
 )
 
 // ErrNotLoopback is returned by Serve for an address beyond loopback when
@@ -24,19 +25,13 @@ var ErrNotLoopback = errors.New("not a loopback address")
 
 // Metrics exports one run's State to Prometheus.
 //
-// It is a collector, not a set of gauges the supervisor keeps up to date:
-// the State is read when someone scrapes (or a textfile is written) and
-// costs nothing otherwise.
+// Nothing is kept up to date as the run goes: the State is read when
+// someone scrapes (or a textfile is written) and costs nothing otherwise.
 type Metrics struct {
 	snap func() State
-	// reg serves /metrics: the run plus guardrun's own process metrics.
-	// It is not prometheus.DefaultRegisterer, so nothing imported can
-	// add to it behind our back.
-	reg *prometheus.Registry
-	// runOnly is the textfile's: node_exporter exports its own process_*
-	// series, and a textfile that repeated those names would make its
-	// gather fail ("collected before with the same name and label values").
-	runOnly *prometheus.Registry
+	// pid is the process whose process_* families /metrics carries:
+	// guardrun itself.
+	pid int
 }
 
 // NewMetrics exports the State that snap returns. snap is called at each
@@ -51,21 +46,35 @@ type Metrics struct {
 // questions about the Go runtime, which an operator cannot act on, and
 // the process_* ones already show what they would show of guardrun's size.
 func NewMetrics(snap func() State) *Metrics {
-	c := &runCollector{snap: snap}
-	m := &Metrics{snap: snap, reg: prometheus.NewRegistry(), runOnly: prometheus.NewRegistry()}
-	m.reg.MustRegister(c, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	m.runOnly.MustRegister(c)
-	return m
+	return &Metrics{snap: snap, pid: os.Getpid()}
 }
 
-// Handler serves the metrics in the exposition formats Prometheus asks for.
+// maxScrapesInFlight bounds concurrent scrapes. A scrape is cheap; this
+// only bounds a misbehaving scraper, as promhttp's MaxRequestsInFlight did.
+const maxScrapesInFlight = 4
+
+// Handler serves the metrics in the text format, which every Prometheus
+// accepts whatever else its Accept header offers. The body is not
+// gzipped, as promhttp's was on request: it is some 5 KiB.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+	inFlight := make(chan struct{}, maxScrapesInFlight)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case inFlight <- struct{}{}:
+			defer func() { <-inFlight }()
+		default:
+			http.Error(w, fmt.Sprintf("limit of concurrent scrapes reached (%d), try again later", maxScrapesInFlight), http.StatusServiceUnavailable)
+			return
+		}
 		// A failure to read /proc/self must not hide the run's figures,
-		// which are what the scrape is for.
-		ErrorHandling: promhttp.ContinueOnError,
-		// Collection is cheap; this only bounds a misbehaving scraper.
-		MaxRequestsInFlight: 4,
+		// which are what the scrape is for: processFamilies leaves out
+		// what it could not read.
+		fams := append(runFamilies(m.snap()), processFamilies(m.pid)...)
+		var buf bytes.Buffer
+		writeText(&buf, fams)
+		w.Header().Set("Content-Type", textContentType)
+		w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+		w.Write(buf.Bytes())
 	})
 }
 
@@ -73,20 +82,16 @@ func (m *Metrics) Handler() http.Handler {
 // node_exporter's textfile collector, atomically (see WriteFile) and
 // mode 0644. The temporary file's name does not end in .prom, so the
 // collector never reads half of one.
+//
+// The process_* families are left out: node_exporter exports its own, and
+// a textfile that repeated those names would make its gather fail
+// ("collected before with the same name and label values").
 func (m *Metrics) WriteTextfile(path string) error {
 	if filepath.Ext(path) != ".prom" {
 		return fmt.Errorf("metrics textfile %q: name must end in .prom: node_exporter's textfile collector reads only *.prom files", path)
 	}
-	mfs, err := m.runOnly.Gather()
-	if err != nil {
-		return fmt.Errorf("metrics textfile %q: %w", path, err)
-	}
 	var buf bytes.Buffer
-	for _, mf := range mfs {
-		if _, err := expfmt.MetricFamilyToText(&buf, mf); err != nil {
-			return fmt.Errorf("metrics textfile %q: %w", path, err)
-		}
-	}
+	writeText(&buf, runFamilies(m.snap()))
 	return WriteFile(path, buf.Bytes(), 0o644)
 }
 
@@ -171,96 +176,141 @@ func notLoopback(addr string) error {
 	return fmt.Errorf("serve metrics on %q: %w: the metrics would be open to the network; listen on 127.0.0.1 or [::1], or allow remote scrapes explicitly", addr, ErrNotLoopback)
 }
 
-// runCollector turns a State into the guardrun_* families. The names and
-// labels are a contract with dashboards and alerts: change them only with
-// a new name.
-type runCollector struct {
-	snap func() State
+// metricDesc is one family's name, help and type, and the label names
+// its samples carry besides run.
+type metricDesc struct {
+	name   string
+	help   string
+	typ    metricType
+	labels []string
 }
 
-func metricDesc(name, help string, labels ...string) *prometheus.Desc {
-	return prometheus.NewDesc(name, help, append([]string{"run"}, labels...), nil)
+// of is the family of d with one sample of v, labelled run=run and then
+// d.labels with labelValues in order.
+func (d metricDesc) of(v float64, run string, labelValues ...string) family {
+	labels := []labelPair{{"run", run}}
+	for i, name := range d.labels {
+		labels = append(labels, labelPair{name, labelValues[i]})
+	}
+	return family{name: d.name, help: d.help, typ: d.typ, samples: []sample{{labels: labels, value: v}}}
 }
 
+// The names and labels of the guardrun_* families are a contract with
+// dashboards and alerts: change them only with a new name.
+//
 // The help texts are the same for every run on purpose: node_exporter
 // merges the textfiles of several runs into one family per name, and
 // refuses families whose help differs.
 var (
-	descUp          = metricDesc("guardrun_up", "1 while the command's child runs (phase running or stopping), 0 otherwise (starting, waiting for memory, backing off, ended).")
-	descCurrent     = metricDesc("guardrun_memory_current_bytes", "Memory charged to the command's cgroup at the last sample (memory.current or memory.usage_in_bytes).")
-	descWorking     = metricDesc("guardrun_memory_working_set_bytes", "Working set of the command's cgroup at the last sample: memory charged less the page cache that is not shmem, which the kernel reclaims before it OOM-kills.")
-	descCache       = metricDesc("guardrun_memory_cache_bytes", "Page cache charged to the command's cgroup at the last sample, shmem and tmpfs included (memory.stat file or total_cache).")
-	descPeak        = metricDesc("guardrun_memory_peak_bytes", "Highest memory charged to the command's cgroup over the whole run, across restarts.")
-	descLimit       = metricDesc("guardrun_memory_limit_bytes", "Memory ceiling set on the command's cgroup (memory.max); absent when none is set.")
-	descRestartAt   = metricDesc("guardrun_memory_restart_at_bytes", "Memory at which guardrun restarts the command before the kernel kills it; absent when not set.")
-	descOOMKills    = metricDesc("guardrun_oom_kills_total", "Processes of the command killed by the kernel's OOM killer in its cgroup (memory.events oom_kill).")
-	descHeapOOMs    = metricDesc("guardrun_heap_ooms_total", "Processes of the command that died of their runtime's heap limit (V8's JavaScript heap out of memory) before the cgroup's ceiling.")
-	descMemRestarts = metricDesc("guardrun_memory_restarts_total", "Times guardrun stopped the command to restart it before its ceiling (--restart-at, --restart-on-pressure); counted in guardrun_restarts_total as well.")
-	descRestarts    = metricDesc("guardrun_restarts_total", "Times guardrun restarted the command.")
-	descCrossings   = metricDesc("guardrun_threshold_crossings_total", "Times the command's memory crossed --restart-at (a restart follows if it stays over for the grace period).")
-	descStalls      = metricDesc("guardrun_pressure_stalls_total", "Episodes of memory pressure stalls in the command's cgroup that fired the PSI trigger set on memory.pressure.")
-	descGrowth      = metricDesc("guardrun_memory_growth_bytes_per_second", "Sustained memory growth rate while a leak is suspected; 0 otherwise.")
-	descChildUp     = metricDesc("guardrun_child_start_time_seconds", "Start time of the current child process, in seconds since the Unix epoch; absent between children.")
-	descInfo        = metricDesc("guardrun_info", "Constant 1, labelled with the run's cgroup backend, the current child's group and the run's phase.", "backend", "cgroup", "phase")
+	descUp          = metricDesc{"guardrun_up", "1 while the command's child runs (phase running or stopping), 0 otherwise (starting, waiting for memory, backing off, ended).", gauge, nil}
+	descCurrent     = metricDesc{"guardrun_memory_current_bytes", "Memory charged to the command's cgroup at the last sample (memory.current or memory.usage_in_bytes).", gauge, nil}
+	descWorking     = metricDesc{"guardrun_memory_working_set_bytes", "Working set of the command's cgroup at the last sample: memory charged less the page cache that is not shmem, which the kernel reclaims before it OOM-kills.", gauge, nil}
+	descCache       = metricDesc{"guardrun_memory_cache_bytes", "Page cache charged to the command's cgroup at the last sample, shmem and tmpfs included (memory.stat file or total_cache).", gauge, nil}
+	descPeak        = metricDesc{"guardrun_memory_peak_bytes", "Highest memory charged to the command's cgroup over the whole run, across restarts.", gauge, nil}
+	descLimit       = metricDesc{"guardrun_memory_limit_bytes", "Memory ceiling set on the command's cgroup (memory.max); absent when none is set.", gauge, nil}
+	descRestartAt   = metricDesc{"guardrun_memory_restart_at_bytes", "Memory at which guardrun restarts the command before the kernel kills it; absent when not set.", gauge, nil}
+	descOOMKills    = metricDesc{"guardrun_oom_kills_total", "Processes of the command killed by the kernel's OOM killer in its cgroup (memory.events oom_kill).", counter, nil}
+	descHeapOOMs    = metricDesc{"guardrun_heap_ooms_total", "Processes of the command that died of their runtime's heap limit (V8's JavaScript heap out of memory) before the cgroup's ceiling.", counter, nil}
+	descMemRestarts = metricDesc{"guardrun_memory_restarts_total", "Times guardrun stopped the command to restart it before its ceiling (--restart-at, --restart-on-pressure); counted in guardrun_restarts_total as well.", counter, nil}
+	descRestarts    = metricDesc{"guardrun_restarts_total", "Times guardrun restarted the command.", counter, nil}
+	descCrossings   = metricDesc{"guardrun_threshold_crossings_total", "Times the command's memory crossed --restart-at (a restart follows if it stays over for the grace period).", counter, nil}
+	descStalls      = metricDesc{"guardrun_pressure_stalls_total", "Episodes of memory pressure stalls in the command's cgroup that fired the PSI trigger set on memory.pressure.", counter, nil}
+	descGrowth      = metricDesc{"guardrun_memory_growth_bytes_per_second", "Sustained memory growth rate while a leak is suspected; 0 otherwise.", gauge, nil}
+	descChildUp     = metricDesc{"guardrun_child_start_time_seconds", "Start time of the current child process, in seconds since the Unix epoch; absent between children.", gauge, nil}
+	descInfo        = metricDesc{"guardrun_info", "Constant 1, labelled with the run's cgroup backend, the current child's group and the run's phase.", gauge, []string{"backend", "cgroup", "phase"}}
 )
 
-var allDescs = []*prometheus.Desc{
-	descUp, descCurrent, descWorking, descCache, descPeak, descLimit, descRestartAt, descOOMKills, descHeapOOMs,
-	descRestarts, descMemRestarts, descCrossings, descStalls, descGrowth, descChildUp, descInfo,
-}
-
-func (c *runCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range allDescs {
-		ch <- d
-	}
-}
-
-func (c *runCollector) Collect(ch chan<- prometheus.Metric) {
-	s := c.snap()
+// runFamilies turns a State into the guardrun_* families.
+func runFamilies(s State) []family {
 	run := labelValue(s.Run)
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{run}, labels...)...)
-	}
-	counter := func(d *prometheus.Desc, v int) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), run)
-	}
-
 	up := 0.0
 	if s.Phase == PhaseRunning || s.Phase == PhaseStopping {
 		up = 1
 	}
-	gauge(descUp, up)
-	gauge(descCurrent, float64(s.Current))
-	gauge(descWorking, float64(s.WorkingSet))
-	gauge(descCache, float64(s.Cache))
-	gauge(descPeak, float64(s.Peak))
+	fams := []family{
+		descUp.of(up, run),
+		descCurrent.of(float64(s.Current), run),
+		descWorking.of(float64(s.WorkingSet), run),
+		descCache.of(float64(s.Cache), run),
+		descPeak.of(float64(s.Peak), run),
+		descOOMKills.of(float64(s.OOMKills), run),
+		descHeapOOMs.of(float64(s.HeapOOMs), run),
+		descRestarts.of(float64(s.Restarts), run),
+		descMemRestarts.of(float64(s.MemoryRestarts), run),
+		descCrossings.of(float64(s.Crossings), run),
+		descStalls.of(float64(s.PressureStalls), run),
+		descGrowth.of(s.LeakRate, run),
+		descInfo.of(1, run, labelValue(s.Backend), labelValue(s.Cgroup), labelValue(s.Phase)),
+	}
 	// A ceiling or restart point of 0 means "not set", not "zero bytes":
 	// exporting 0 would make current/limit ratios in alerts divide by it.
 	if s.Ceiling > 0 {
-		gauge(descLimit, float64(s.Ceiling))
+		fams = append(fams, descLimit.of(float64(s.Ceiling), run))
 	}
 	if s.RestartAt > 0 {
-		gauge(descRestartAt, float64(s.RestartAt))
+		fams = append(fams, descRestartAt.of(float64(s.RestartAt), run))
 	}
-	counter(descOOMKills, s.OOMKills)
-	counter(descHeapOOMs, s.HeapOOMs)
-	counter(descRestarts, s.Restarts)
-	counter(descMemRestarts, s.MemoryRestarts)
-	counter(descCrossings, s.Crossings)
-	counter(descStalls, s.PressureStalls)
-	gauge(descGrowth, s.LeakRate)
 	if !s.ChildStarted.IsZero() {
 		// Seconds and the fraction apart: UnixNano()/1e9 loses the last
 		// digits to float64 rounding (…0.25 came out as …0.2499998).
 		t := s.ChildStarted
-		gauge(descChildUp, float64(t.Unix())+float64(t.Nanosecond())/1e9)
+		fams = append(fams, descChildUp.of(float64(t.Unix())+float64(t.Nanosecond())/1e9, run))
 	}
-	gauge(descInfo, 1, labelValue(s.Backend), labelValue(s.Cgroup), labelValue(s.Phase))
+	return fams
 }
 
-// labelValue makes v a valid label value. MustNewConstMetric panics on invalid
-// UTF-8, and a run name or a cgroup path is whatever bytes the user or the
-// filesystem gave.
+// labelValue makes v a valid label value. The format's label values are
+// UTF-8, and Prometheus fails the whole scrape on one that is not; a run
+// name or a cgroup path is whatever bytes the user or the filesystem gave.
 func labelValue(v string) string {
 	return strings.ToValidUTF8(v, "\uFFFD")
+}
+
+// The process_* families are client_golang's process collector's on
+// Linux, names and help unchanged, so that dashboards made for any Go
+// exporter read guardrun's. Its process_network_*_bytes_total are not
+// among them: they were read from /proc/self/net/netstat, which counts
+// the whole network namespace, not the process.
+var (
+	descCPU       = metricDesc{"process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", counter, nil}
+	descOpenFDs   = metricDesc{"process_open_fds", "Number of open file descriptors.", gauge, nil}
+	descMaxFDs    = metricDesc{"process_max_fds", "Maximum number of open file descriptors.", gauge, nil}
+	descVSize     = metricDesc{"process_virtual_memory_bytes", "Virtual memory size in bytes.", gauge, nil}
+	descMaxVSize  = metricDesc{"process_virtual_memory_max_bytes", "Maximum amount of virtual memory available in bytes.", gauge, nil}
+	descRSS       = metricDesc{"process_resident_memory_bytes", "Resident memory size in bytes.", gauge, nil}
+	descStartTime = metricDesc{"process_start_time_seconds", "Start time of the process since unix epoch in seconds.", gauge, nil}
+)
+
+// processFamilies reads the process_* families of pid. What cannot be
+// read is left out rather than failing the rest: the run's figures are
+// what a scrape is for.
+func processFamilies(pid int) []family {
+	var fams []family
+	one := func(d metricDesc, v float64) {
+		fams = append(fams, family{name: d.name, help: d.help, typ: d.typ, samples: []sample{{value: v}}})
+	}
+	if st, err := proc.ReadStat(pid); err == nil {
+		one(descCPU, float64(st.UTime+st.STime)/proc.ClockTicks)
+		one(descVSize, float64(st.VSize))
+		one(descRSS, float64(st.RSS))
+		// /proc/stat's btime is whole seconds; starttime counts ticks
+		// from it.
+		if boot, err := proc.BootTime(); err == nil {
+			one(descStartTime, float64(boot.Unix())+float64(st.StartTime)/proc.ClockTicks)
+		}
+	}
+	if n, err := proc.FDs(pid); err == nil {
+		one(descOpenFDs, float64(n))
+	}
+	// The soft limits, as /proc/PID/limits shows them; RLIM_INFINITY is
+	// exported as it is, 2^64-1, as client_golang did. prlimit(2) with no
+	// new limit is getrlimit(2) for any pid, so all of these are pid's.
+	var lim unix.Rlimit
+	if unix.Prlimit(pid, unix.RLIMIT_NOFILE, nil, &lim) == nil {
+		one(descMaxFDs, float64(lim.Cur))
+	}
+	if unix.Prlimit(pid, unix.RLIMIT_AS, nil, &lim) == nil {
+		one(descMaxVSize, float64(lim.Cur))
+	}
+	return fams
 }

@@ -213,21 +213,19 @@ func TestMetricsUpByPhase(t *testing.T) {
 		PhaseStarting: 0, PhaseRunning: 1, PhaseStopping: 1,
 		PhaseBackoff: 0, PhaseWaiting: 0, PhaseEnded: 0,
 	} {
-		m := NewMetrics(func() State { return State{Run: "p", Phase: phase} })
-		mfs, err := m.reg.Gather()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, mf := range mfs {
-			if mf.GetName() == "guardrun_up" && sampleValue(mf.Metric[0]) != want {
-				t.Errorf("phase %s: guardrun_up = %v, want %v", phase, sampleValue(mf.Metric[0]), want)
-			}
+		rec := httptest.NewRecorder()
+		NewMetrics(func() State { return State{Run: "p", Phase: phase} }).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		mf := parseMetrics(t, rec.Body)["guardrun_up"]
+		if mf == nil {
+			t.Errorf("phase %s: no guardrun_up", phase)
+		} else if v := sampleValue(mf.Metric[0]); v != want {
+			t.Errorf("phase %s: guardrun_up = %v, want %v", phase, v, want)
 		}
 	}
 }
 
-// TestMetricsInvalidUTF8 guards against a panic in the scrape: label
-// values must be UTF-8 and a cgroup path need not be.
+// TestMetricsInvalidUTF8: label values must be UTF-8 (Prometheus fails
+// the whole scrape on one that is not) and a cgroup path need not be.
 func TestMetricsInvalidUTF8(t *testing.T) {
 	m := NewMetrics(func() State { return State{Run: "bad\xff", Cgroup: "/sys/fs/cgroup/\xfe", Phase: PhaseRunning} })
 	srv := httptest.NewServer(m.Handler())

@@ -148,6 +148,16 @@ scrape_configs:
 			t.Errorf("%s = %v (found %v), want %v", q, v, ok, want)
 		}
 	}
+	// Every family was taken: the 14 guardrun_* ones this State sets
+	// (no restart point, no child start) and the 7 process_* ones.
+	q := `count(count by (__name__) ({job="guardrun",__name__=~"guardrun_.+|process_.+"}))`
+	if v, ok := promQuery(base + "/api/v1/query?query=" + url.QueryEscape(q)); !ok || v != 14+7 {
+		t.Errorf("%s = %v (found %v), want %v", q, v, ok, 14+7)
+	}
+	q = `process_resident_memory_bytes{job="guardrun"}`
+	if v, ok := promQuery(base + "/api/v1/query?query=" + url.QueryEscape(q)); !ok || v < 1<<20 {
+		t.Errorf("%s = %v (found %v), want guardrun's RSS", q, v, ok)
+	}
 }
 
 // promGet fetches u and, if v is not nil, decodes its JSON body into v; it
