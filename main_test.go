@@ -39,8 +39,22 @@ func TestMain(m *testing.M) {
 func TestCLI(t *testing.T) {
 	h := cgroup.Discover()
 	testchild.RequireCgroup(t, h.Version(), "")
-	testscript.Run(t, testscript.Params{
-		Dir:                 "testdata/script",
+	testscript.Run(t, scriptParams("testdata/script", h))
+}
+
+// TestCLIInput runs testdata/cli/*.txt: what guardrun says to bad input,
+// and its version, all decided before it makes a group or starts a child.
+// They need neither root nor a cgroup, so they run, and fail, on a laptop
+// too; a script that needs either belongs in testdata/script.
+func TestCLIInput(t *testing.T) {
+	testscript.Run(t, scriptParams("testdata/cli", cgroup.Discover()))
+}
+
+// scriptParams are the testscript parameters of the scripts in dir, with
+// guardrun's own commands and conditions.
+func scriptParams(dir string, h cgroup.Hierarchy) testscript.Params {
+	return testscript.Params{
+		Dir:                 dir,
 		RequireExplicitExec: true,
 		Setup: func(e *testscript.Env) error {
 			e.Setenv("BACKEND", h.Version())
@@ -79,7 +93,7 @@ func TestCLI(t *testing.T) {
 			"fetch":    cmdFetch,
 			"sentinel": cmdSentinel,
 		},
-	})
+	}
 }
 
 func fileExists(p string) bool {
