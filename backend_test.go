@@ -139,7 +139,7 @@ func TestContainerCgroupNamespaceV2(t *testing.T) {
 	if err != nil {
 		t.Fatalf("guardrun: %v\n%s", err, out)
 	}
-	if !strings.Contains(string(out), "0::/guardrun/app\n") || !strings.Contains(string(out), "cgroup=v2:/sys/fs/cgroup/guardrun/app ") {
+	if !strings.Contains(string(out), "0::/guardrun/app\n") || !strings.Contains(string(out), "backend=v2 cgroup=/sys/fs/cgroup/guardrun/app ") {
 		t.Fatalf("the child did not run in the namespace's /guardrun/app:\n%s", out)
 	}
 	if _, err := os.Stat(filepath.Join(ctr, "guardrun", "app")); !os.IsNotExist(err) {

@@ -27,13 +27,15 @@ func FuzzConfig(f *testing.F) {
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		app := &cli.App{
-			Name: "guardrun", Flags: flags(), Writer: nopWriter{}, ErrWriter: nopWriter{},
-			OnUsageError: func(_ *cli.Context, err error, _ bool) error { return usageError(err.Error()) },
-			Action: func(c *cli.Context) error {
-				_, err := loadSettings(c)
+		// guardrun's own app, with an action that only loads.
+		code := 0
+		app := newApp(nopWriter{}, nopWriter{}, &code)
+		app.Action = func(c *cli.Context) error {
+			if err := withConfig(flags())(c); err != nil {
 				return err
-			},
+			}
+			_, err := loadSettings(c)
+			return err
 		}
 		err := app.Run([]string{"guardrun", "--config", path, "--", "true"})
 		var ue *userError

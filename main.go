@@ -80,6 +80,11 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 			return usageError(err.Error(), "see guardrun --help")
 		},
 		Action: func(c *cli.Context) error {
+			// Here, not in the app's Before, which would run for status
+			// and version too.
+			if err := withConfig(flags())(c); err != nil {
+				return err
+			}
 			s, err := loadSettings(c)
 			if err != nil {
 				return err
@@ -98,15 +103,11 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 				},
 			},
 			{
-				Name:  "notify-test",
-				Usage: "send a sample notification to each --notify and --notify-exec target",
-				Flags: append(notifyFlags(), &cli.StringFlag{Name: "config", Usage: "read the notify flags from a TOML `FILE`", EnvVars: env("config")}),
+				Name:   "notify-test",
+				Usage:  "send a sample notification to each --notify and --notify-exec target",
+				Flags:  append(notifyFlags(), configFlag()),
+				Before: withConfig(notifyFlags()),
 				Action: func(c *cli.Context) error {
-					if p := c.String("config"); p != "" {
-						if err := applyConfig(c, p); err != nil {
-							return err
-						}
-					}
 					var err error
 					*code, err = notifyTest(c, stdout)
 					return err
@@ -124,85 +125,111 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 	}
 }
 
-// guard runs one command and returns guardrun's exit code.
+// guard runs one command and returns guardrun's exit code, in the steps
+// tini's main takes: the run's config, its logger, the run prepared (its
+// name settled), the observers, the run, its summary, the exit.
 func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	journal := journalStream()
 	log := newLogger(stderr, s.logFormat, s.quiet, journal)
+
+	sd, err := newSystemd(s.notifyReady)
+	if err != nil {
+		return 0, &userError{msg: err.Error(), code: supervise.ExitInternal}
+	}
+	defer sd.close()
 	cfg := s.supervise
-	cfg.Log = log
-	cfg.Init = true
-	cfg.Sentinel = true
+	cfg.Log, cfg.Init, cfg.Sentinel = log, true, true
+	cfg.Env = sd.childEnv(cfg.Env)
 	if supervise.WantsDiagDir(cfg) {
-		uid, gid := -1, -1
-		if c := cfg.Credential; c != nil {
-			uid, gid = int(c.Uid), int(c.Gid)
-		}
-		dir, err := supervise.MakeDiagDir(cfg.Name, uid, gid)
+		dir, err := makeDiagDir(cfg)
 		if err != nil {
-			return 0, &userError{msg: "make a directory for the runtime's diagnostic reports: " + err.Error(), code: supervise.ExitInternal,
-				hints: []string{"set TMPDIR to a directory guardrun can write (it makes a private one there, mode 0700, and removes it at the end)", "or turn the heap hint and its reports off with --heap-hint off"}}
+			return 0, err
 		}
 		defer supervise.RemoveDiagDir(dir)
 		cfg.DiagDir = dir
 	}
-	flush := startNotifier(s.notify, &cfg)
-	finish, err := startObserve(ctx, s.observe, &cfg, len(s.notify.sinks) > 0)
+
+	sv, err := supervise.Prepare(cfg)
 	if err != nil {
-		flush()
+		return 0, runError(err, cfg, supervise.ExitInternal)
+	}
+	cfg.Name = sv.Name()
+
+	notifier := startNotifier(s.notify, cfg)
+	rec, err := startObserve(ctx, s.observe, cfg)
+	if err != nil {
+		sv.Close()
+		notifier.close()
 		return 0, err
 	}
-	sdDone, err := startSystemd(&cfg, s.notifyReady)
-	if err != nil {
-		return 0, &userError{msg: err.Error(), code: supervise.ExitInternal}
+	r, runErr := sv.Run(ctx, sd, rec, notifier)
+	rec.finish(r)
+	notifier.close()
+
+	if runErr != nil {
+		return 0, runError(runErr, cfg, r.ExitCode)
 	}
-	r, err := supervise.Run(ctx, cfg)
-	sdDone()
-	finish(r, err)
-	flush()
-	if errors.Is(err, supervise.ErrStopped) {
-		fmt.Fprintf(stderr, "%sguardrun: %s: stopped while waiting for memory; nothing was started\n", prio(journal, 4), cfg.Name)
-		return 128 + int(syscall.SIGTERM), nil
-	}
-	if err != nil {
-		return 0, runError(err, cfg)
-	}
-	if bad := r.OOMKilled() || r.GaveUp != ""; !s.quiet || bad {
-		level := 6 // info
-		if bad {
-			level = 3 // err
-		}
-		fmt.Fprintf(stderr, "%sguardrun: %s\n", prio(journal, level), r.Summary())
-	}
-	if r.Stopped && !r.Forced && r.Status.Signaled() && r.Status.Signal() != syscall.SIGKILL {
+	summary(stderr, journal, s.quiet, r)
+	if r.ExitSignal != 0 {
 		// The child ended by the signal guardrun was asked to pass on: end
 		// the same way, so a shell still sees 128+N and systemd sees a
 		// clean stop (a main process killed by SIGTERM, not exit 143).
-		sig := r.Status.Signal()
-		signal.Reset(sig)
-		syscall.Kill(os.Getpid(), sig)
+		signal.Reset(r.ExitSignal)
+		syscall.Kill(os.Getpid(), r.ExitSignal)
 		time.Sleep(time.Second) // the signal is on its way; this is a fallback
 	}
 	return r.ExitCode, nil
 }
 
-// runError turns a supervision failure into what the user reads.
-func runError(err error, cfg supervise.Config) error {
+// summary prints the run's last line: always when it went wrong or was
+// cut short, and unless -q otherwise.
+func summary(stderr io.Writer, journal, quiet bool, r *supervise.Result) {
+	level := 6 // info
+	switch {
+	case r.OOMKilled() || r.GaveUp != "":
+		level = 3 // err
+	case r.Cause == supervise.CauseStopped:
+		level = 4 // warning
+	case quiet:
+		return
+	}
+	fmt.Fprintf(stderr, "%sguardrun: %s\n", prio(journal, level), r.Summary())
+}
+
+// makeDiagDir makes the run's directory for its runtime's reports, owned
+// by the user the child runs as.
+func makeDiagDir(cfg supervise.Config) (string, error) {
+	uid, gid := -1, -1
+	if c := cfg.Credential; c != nil {
+		uid, gid = int(c.Uid), int(c.Gid)
+	}
+	dir, err := supervise.MakeDiagDir(cfg.Name, uid, gid)
+	if err != nil {
+		return "", &userError{msg: "make a directory for the runtime's diagnostic reports: " + err.Error(), code: supervise.ExitInternal,
+			hints: []string{"set TMPDIR to a directory guardrun can write (it makes a private one there, mode 0700, and removes it at the end)", "or turn the heap hint and its reports off with --heap-hint off"}}
+	}
+	return dir, nil
+}
+
+// runError turns a supervision failure into what the user reads; code is
+// the run's exit code (Result.ExitCode).
+func runError(err error, cfg supervise.Config, code int) error {
 	var pe *supervise.PreflightError
 	var se *supervise.StartError
 	switch {
 	case errors.As(err, &pe):
-		return &userError{msg: err.Error() + ": " + cfg.Name + " was not started", code: supervise.ExitInternal,
+		return &userError{msg: err.Error() + ": " + cfg.Name + " was not started", code: code,
 			hints: []string{"free memory, lower the need with --preflight SIZE, wait for it with --preflight-wait 2m, or turn it off with --preflight off"}}
 	case errors.As(err, &se):
-		return &userError{msg: err.Error(), code: se.ExitCode(), hints: startHints(se)}
+		return &userError{msg: err.Error(), code: code, hints: startHints(se)}
 	case errors.Is(err, cgroup.ErrBusy):
-		return &userError{msg: err.Error(), code: supervise.ExitInternal,
+		return &userError{msg: err.Error(), code: code,
 			hints: []string{"another guardrun runs under the name " + cfg.Name + "; give this one its own with --name"}}
 	}
-	return &userError{msg: err.Error(), code: supervise.ExitInternal,
+	return &userError{msg: err.Error(), code: code,
 		hints: []string{"run `guardrun check` to see what this host offers, or force a backend with --cgroup v1|v2|none"}}
 }
 

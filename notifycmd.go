@@ -59,11 +59,17 @@ func loadNotify(c *cli.Context) (notifySettings, error) {
 	return ns, nil
 }
 
-// startNotifier wires notifications into a run; the returned func flushes
-// them at its end, within a short deadline.
-func startNotifier(ns notifySettings, cfg *supervise.Config) func() {
+// notifier is a run's notifications, an observer of its events; with no
+// target it does nothing.
+type notifier struct {
+	n    *notify.Notifier
+	kept *notify.Kept
+}
+
+// startNotifier starts a run's notifications, to be closed at its end.
+func startNotifier(ns notifySettings, cfg supervise.Config) *notifier {
 	if len(ns.sinks) == 0 {
-		return func() {}
+		return &notifier{}
 	}
 	host, _ := os.Hostname()
 	var kept *notify.Kept
@@ -71,18 +77,23 @@ func startNotifier(ns notifySettings, cfg *supervise.Config) func() {
 		kept = openKept(ns.stateDir, cfg.Name, cfg.Log)
 	}
 	n := notify.New(notify.Config{Sinks: ns.sinks, Window: ns.window, Host: host, Command: notify.RedactArgs(cfg.Command), Log: cfg.Log, Kept: kept})
-	next := cfg.Events
-	cfg.Events = func(e supervise.Event) {
-		n.Observe(e)
-		if next != nil {
-			next(e)
-		}
+	return &notifier{n: n, kept: kept}
+}
+
+func (n *notifier) Observe(e supervise.Event) {
+	if n.n != nil {
+		n.n.Observe(e)
 	}
-	return func() {
-		n.Close(5 * time.Second)
-		if kept != nil {
-			kept.Close()
-		}
+}
+
+// close flushes what is queued within a short deadline.
+func (n *notifier) close() {
+	if n.n == nil {
+		return
+	}
+	n.n.Close(5 * time.Second)
+	if n.kept != nil {
+		n.kept.Close()
 	}
 }
 

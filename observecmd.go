@@ -3,17 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/guardrun/guardrun/notify"
 	"github.com/guardrun/guardrun/observe"
 	"github.com/guardrun/guardrun/supervise"
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 )
 
 // observeFlags are the flags that show a run: its state file, report,
@@ -102,17 +101,21 @@ func (o observeSettings) wantsSamples(notifying bool) bool {
 	return o.explicitSample || o.explicitLeak || notifying || o.report != "" || o.chart != "" || o.metricsAddr != "" || o.textfile != ""
 }
 
-// startObserve wires the recorder into a run. It fails (and nothing is
-// started) only on what the user must fix: a metrics address that cannot
-// be served. Files that cannot be written are reported once, and
-// supervision goes on. The returned func writes the run's files at its end.
-func startObserve(ctx context.Context, o observeSettings, cfg *supervise.Config, notifying bool) (func(*supervise.Result, error), error) {
-	if o.wantsSamples(notifying) {
-		cfg.Sample = o.sample
-		if o.sample > 0 {
-			cfg.LeakWindow = o.leakWindow
-		}
-	}
+// observation is a run's recorder and the files it writes, an observer
+// of the run's events.
+type observation struct {
+	o       observeSettings
+	rec     *observe.Recorder
+	metrics *observe.Metrics
+	cancel  context.CancelFunc
+	served  <-chan error
+}
+
+// startObserve starts recording a run. It fails (and nothing is started)
+// only on what the user must fix: a metrics address that cannot be
+// served. Files that cannot be written are reported once, and supervision
+// goes on. finish writes the run's files at its end.
+func startObserve(ctx context.Context, o observeSettings, cfg supervise.Config) (*observation, error) {
 	dir := o.stateDir
 	if dir != "" {
 		if err := observe.PrepareStateDir(dir); err != nil {
@@ -121,93 +124,76 @@ func startObserve(ctx context.Context, o observeSettings, cfg *supervise.Config,
 		}
 	}
 	host, _ := os.Hostname()
-	rec := observe.NewRecorder(observe.Options{Run: cfg.Name, Host: host, Command: cfg.Command, Ceiling: cfg.Limits.Max,
-		RestartAt: cfg.RestartAt, Sample: cfg.Sample, StateDir: dir, Log: cfg.Log, Now: cfg.Now})
-	metrics := observe.NewMetrics(rec.Snapshot)
-	ctx, cancel := context.WithCancel(ctx)
-	var served <-chan error
+	var pending func() int
+	if o.stateDir != "" {
+		kept := notify.KeptDir(o.stateDir, cfg.Name)
+		pending = func() int { return notify.CountKept(kept) }
+	}
+	rec := observe.NewRecorder(observe.Options{Run: cfg.Name, Host: host, Command: notify.RedactArgs(cfg.Command), Ceiling: cfg.Limits.Max,
+		RestartAt: cfg.RestartAt, Sample: cfg.Sample, StateDir: dir, Pending: pending, Log: cfg.Log, Now: cfg.Now})
+	ob := &observation{o: o, rec: rec, metrics: observe.NewMetrics(rec.Snapshot)}
+	ctx, ob.cancel = context.WithCancel(ctx)
 	if o.metricsAddr != "" {
-		bound, done, err := observe.Serve(ctx, o.metricsAddr, o.metricsRemote, metrics.Handler())
+		bound, done, err := observe.Serve(ctx, o.metricsAddr, o.metricsRemote, ob.metrics.Handler())
 		if err != nil {
-			cancel()
+			ob.cancel()
 			hint := "pick a free port, e.g. --metrics-addr 127.0.0.1:9464"
 			if !o.metricsRemote {
 				hint += "; to serve beyond loopback, add --metrics-remote"
 			}
 			return nil, usageError("--metrics-addr "+err.Error(), hint)
 		}
-		served = done
+		ob.served = done
 		cfg.Log.Info("metrics", "run", cfg.Name, "addr", "http://"+bound+"/metrics")
 	}
-	next := cfg.Events
-	cfg.Events = func(e supervise.Event) {
-		rec.Observe(e)
-		if o.textfile != "" {
-			if err := metrics.WriteTextfile(o.textfile); err != nil {
-				rec.Failed("metrics textfile", err)
-			}
-		}
-		if next != nil {
-			next(e)
-		}
-	}
-	return func(r *supervise.Result, runErr error) {
-		rec.Finish(exitOf(r, runErr))
-		if o.textfile != "" {
-			if err := metrics.WriteTextfile(o.textfile); err != nil {
-				rec.Failed("metrics textfile", err)
-			}
-		}
-		cancel()
-		if served != nil {
-			<-served
-		}
-		rep := rec.Report()
-		if o.report != "" {
-			b, err := json.MarshalIndent(rep, "", "  ")
-			if err == nil {
-				err = observe.WriteFile(o.report, append(b, '\n'), 0o644)
-			}
-			if err != nil {
-				rec.Failed("report", err)
-			}
-		}
-		if o.chart != "" {
-			b, err := observe.Chart(rep, o.chartFormat)
-			if err == nil {
-				err = observe.WriteFile(o.chart, b, 0o644)
-			}
-			if err != nil {
-				rec.Failed("chart", err)
-			}
-		}
-		if p := os.Getenv("GITHUB_STEP_SUMMARY"); p != "" {
-			if err := observe.AppendStepSummary(p, rep); err != nil {
-				rec.Failed("GitHub step summary", err)
-			}
-		}
-	}, nil
+	return ob, nil
 }
 
-// exitOf is how the run ended, for the report.
-func exitOf(r *supervise.Result, err error) *observe.Exit {
-	var pe *supervise.PreflightError
-	switch {
-	case errors.As(err, &pe):
-		return &observe.Exit{Cause: "preflight_failed", Code: supervise.ExitInternal, Message: err.Error()}
-	case errors.Is(err, supervise.ErrStopped):
-		return &observe.Exit{Cause: "stopped", Code: 128 + int(unix.SIGTERM), Message: "stopped while waiting for memory; nothing was started"}
-	case err != nil:
-		return &observe.Exit{Cause: "error", Code: supervise.ExitInternal, Message: err.Error()}
-	case r == nil:
-		return nil
-	}
-	return &observe.Exit{Cause: r.Cause, Code: r.ExitCode, Signal: signalOf(r), Reason: r.Reason, GaveUp: r.GaveUp, Message: r.Summary()}
+func (ob *observation) Observe(e supervise.Event) {
+	ob.rec.Observe(e)
+	ob.textfile()
 }
 
-func signalOf(r *supervise.Result) string {
-	if r.Status.Signaled() {
-		return unix.SignalName(r.Status.Signal())
+func (ob *observation) textfile() {
+	if ob.o.textfile == "" {
+		return
 	}
-	return ""
+	if err := ob.metrics.WriteTextfile(ob.o.textfile); err != nil {
+		ob.rec.Failed("metrics textfile", err)
+	}
+}
+
+// finish records how the run ended and writes its files.
+func (ob *observation) finish(r *supervise.Result) {
+	o, rec := ob.o, ob.rec
+	rec.Finish(observe.ExitOf(r))
+	ob.textfile()
+	ob.cancel()
+	if ob.served != nil {
+		<-ob.served
+	}
+	rep := rec.Report()
+	if o.report != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err == nil {
+			err = observe.WriteFile(o.report, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			rec.Failed("report", err)
+		}
+	}
+	if o.chart != "" {
+		b, err := observe.Chart(rep, o.chartFormat)
+		if err == nil {
+			err = observe.WriteFile(o.chart, b, 0o644)
+		}
+		if err != nil {
+			rec.Failed("chart", err)
+		}
+	}
+	if p := os.Getenv("GITHUB_STEP_SUMMARY"); p != "" {
+		if err := observe.AppendStepSummary(p, rep); err != nil {
+			rec.Failed("GitHub step summary", err)
+		}
+	}
 }

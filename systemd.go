@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/supervise"
 	"golang.org/x/sys/unix"
 )
@@ -24,41 +23,51 @@ import (
 type sdNotifier struct {
 	relay bool // --notify-ready child
 
-	mu      sync.Mutex
-	ready   bool
-	up      bool // the child runs or guardrun is restarting it
-	stop    chan struct{}
-	sock    *net.UnixConn
-	sockDir string
+	mu       sync.Mutex
+	ready    bool
+	up       bool // the child runs or guardrun is restarting it
+	stop     chan struct{}
+	sock     *net.UnixConn
+	sockDir  string
+	sockPath string
 }
 
-// startSystemd wires sd_notify into a run; the returned func ends it.
-func startSystemd(cfg *supervise.Config, readyFrom string) (func(), error) {
+// newSystemd speaks to systemd when guardrun runs under it (NOTIFY_SOCKET
+// is set); nil otherwise, and every method of a nil sdNotifier does
+// nothing. With --notify-ready child it makes the child's own socket now,
+// before the run's config is complete (childEnv).
+func newSystemd(readyFrom string) (*sdNotifier, error) {
 	if os.Getenv("NOTIFY_SOCKET") == "" {
-		return func() {}, nil
+		return nil, nil
 	}
 	n := &sdNotifier{relay: readyFrom == "child", stop: make(chan struct{})}
 	if n.relay {
-		if err := n.listen(cfg); err != nil {
+		if err := n.listen(); err != nil {
 			return nil, err
-		}
-	}
-	next := cfg.Events
-	cfg.Events = func(e supervise.Event) {
-		n.event(e)
-		if next != nil {
-			next(e)
 		}
 	}
 	if every, err := daemon.SdWatchdogEnabled(false); err == nil && every > 0 {
 		go n.watchdog(every / 2)
 	}
-	return n.close, nil
+	return n, nil
+}
+
+// childEnv is env for the child: NOTIFY_SOCKET is the child's own socket
+// with --notify-ready child, and systemd's otherwise.
+func (n *sdNotifier) childEnv(env []string) []string {
+	if n == nil || n.sock == nil {
+		return env
+	}
+	return append(withoutEnv(env, "NOTIFY_SOCKET"), "NOTIFY_SOCKET="+n.sockPath)
 }
 
 func (n *sdNotifier) send(state string) { daemon.SdNotify(false, state) }
 
-func (n *sdNotifier) event(e supervise.Event) {
+// Observe tells systemd what the run's events mean for the unit.
+func (n *sdNotifier) Observe(e supervise.Event) {
+	if n == nil {
+		return
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch e.Kind {
@@ -68,28 +77,18 @@ func (n *sdNotifier) event(e supervise.Event) {
 			n.ready = true
 			n.send("READY=1\nMAINPID=" + fmt.Sprint(os.Getpid()))
 		}
-		n.send(fmt.Sprintf("STATUS=%s running (pid %d, ceiling %s, restarts %d)", e.Run, e.Pid, sizeOrNone(e.Limit), e.Restarts))
-	case supervise.Exited:
+	case supervise.Exited, supervise.GaveUp:
 		n.up = false
-		n.send(fmt.Sprintf("STATUS=%s exited (%s %d, peak %s, restarts %d)", e.Run, e.Cause, e.ExitCode, cgroup.FormatSize(e.Peak), e.Restarts))
 	case supervise.Restarting:
 		n.up = true
-		n.send(fmt.Sprintf("STATUS=%s restarting in %s (restarts %d)", e.Run, e.Delay.Round(time.Millisecond), e.Restarts))
-	case supervise.ThresholdCrossed:
-		n.send(fmt.Sprintf("STATUS=%s at %s of %s: over --restart-at", e.Run, cgroup.FormatSize(e.Usage), sizeOrNone(e.Limit)))
-	case supervise.GaveUp:
-		n.up = false
-		n.send("STATUS=gave up: " + e.Reason)
 	case supervise.Stopping:
 		n.send("STOPPING=1")
 	}
-}
-
-func sizeOrNone(b uint64) string {
-	if b == 0 {
-		return "none"
+	switch e.Kind {
+	case supervise.Started, supervise.Exited, supervise.Restarting, supervise.ThresholdCrossed, supervise.MemoryRestart, supervise.GaveUp:
+		// systemctl status shows the latest: the event's own sentence.
+		n.send("STATUS=" + e.Sentence())
 	}
-	return cgroup.FormatSize(b)
 }
 
 // watchdog pings at half WatchdogSec, as sd_watchdog_enabled(3) advises,
@@ -116,7 +115,7 @@ func (n *sdNotifier) watchdog(every time.Duration) {
 // listen gives the child a notify socket of its own and relays its READY=1
 // and STATUS= to systemd, for a child that speaks sd_notify itself (it
 // knows better than guardrun when it serves).
-func (n *sdNotifier) listen(cfg *supervise.Config) error {
+func (n *sdNotifier) listen() error {
 	dir, err := os.MkdirTemp("", "guardrun-notify-")
 	if err != nil {
 		return err
@@ -129,8 +128,7 @@ func (n *sdNotifier) listen(cfg *supervise.Config) error {
 	}
 	// The child may run as another user one day; the socket is only as
 	// open as its directory, which MkdirTemp made 0700.
-	n.sock, n.sockDir = conn, dir
-	cfg.Env = append(withoutEnv(cfg.Env, "NOTIFY_SOCKET"), "NOTIFY_SOCKET="+path)
+	n.sock, n.sockDir, n.sockPath = conn, dir, path
 	go n.relayLoop()
 	return nil
 }
@@ -159,6 +157,9 @@ func (n *sdNotifier) relayLoop() {
 }
 
 func (n *sdNotifier) close() {
+	if n == nil {
+		return
+	}
 	close(n.stop)
 	if n.sock != nil {
 		n.sock.Close()

@@ -68,7 +68,7 @@ func TestSdNotifyReadyStatusWatchdogStopping(t *testing.T) {
 	if !strings.Contains(ready, fmt.Sprintf("MAINPID=%d", c.Process.Pid)) {
 		t.Fatalf("READY without guardrun's MAINPID: %q", ready)
 	}
-	expect(t, msgs, "STATUS=sd running (pid ")
+	expect(t, msgs, "STATUS=sd started (pid ")
 	for range 3 { // pinged at half of WatchdogSec while the child runs
 		expect(t, msgs, "WATCHDOG=1")
 	}
@@ -91,7 +91,7 @@ func TestSdNotifyRelaysTheChildsReadiness(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { c.Process.Signal(syscall.SIGTERM); c.Wait() }()
-	expect(t, msgs, "STATUS=sdchild running")
+	expect(t, msgs, "STATUS=sdchild started")
 	expect(t, msgs, "STATUS=warming up")
 	expect(t, msgs, "READY=1")
 	if since := time.Since(start); since < 300*time.Millisecond {

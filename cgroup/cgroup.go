@@ -58,6 +58,9 @@ type Stats struct {
 	// Cache is the group's page cache, shmem and tmpfs included
 	// (memory.stat file on v2, total_cache on v1).
 	Cache uint64
+	// MemoryStat is memory.stat as read for the working set: the
+	// kernel's breakdown of the usage, in bytes; nil without a cgroup.
+	MemoryStat map[string]uint64
 }
 
 // Group is one run's cgroup. Every backend implements it the same way.
@@ -78,8 +81,6 @@ type Group interface {
 	Watch(WatchSpec) (*Watcher, error)
 	// Procs lists the processes in the group.
 	Procs() ([]int, error)
-	// MemoryStat is memory.stat: the kernel's breakdown of the usage.
-	MemoryStat() (map[string]uint64, error)
 	// Kill sends SIGKILL to every process in the group.
 	Kill() error
 	// Remove kills what is left and removes the group. Safe to call twice.

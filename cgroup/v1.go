@@ -307,8 +307,8 @@ func (g *v1Group) Stats() (Stats, error) {
 	if s.OOMKills, err = readKey(filepath.Join(g.mem, v1OOMCtl), "oom_kill"); err != nil {
 		return s, err
 	}
-	stat, err := readStat(filepath.Join(g.mem, memoryStat))
-	s.WorkingSet, s.Cache = WorkingSet("v1", s.Current, stat)
+	s.MemoryStat, err = readStat(filepath.Join(g.mem, memoryStat))
+	s.WorkingSet, s.Cache = WorkingSet("v1", s.Current, s.MemoryStat)
 	return s, err
 }
 
@@ -350,7 +350,3 @@ func fileExists(p string) bool {
 }
 
 func (g *v1Group) Procs() ([]int, error) { return readPids(filepath.Join(g.mem, cgroupProcs)) }
-
-func (g *v1Group) MemoryStat() (map[string]uint64, error) {
-	return readStat(filepath.Join(g.mem, memoryStat))
-}

@@ -284,14 +284,13 @@ func (g *v2Group) Stats() (Stats, error) {
 	if s.Limit, err = readUint(filepath.Join(g.dir, v2Max)); err != nil {
 		return s, err
 	}
-	if s.OOMKills, err = readKey(filepath.Join(g.dir, v2Events), "oom_kill"); err != nil {
+	events, err := readStat(filepath.Join(g.dir, v2Events)) // one read for both
+	if err != nil {
 		return s, err
 	}
-	if s.High, err = readKey(filepath.Join(g.dir, v2Events), "high"); err != nil {
-		return s, err
-	}
-	stat, err := readStat(filepath.Join(g.dir, memoryStat))
-	s.WorkingSet, s.Cache = WorkingSet("v2", s.Current, stat)
+	s.OOMKills, s.High = events["oom_kill"], events["high"]
+	s.MemoryStat, err = readStat(filepath.Join(g.dir, memoryStat))
+	s.WorkingSet, s.Cache = WorkingSet("v2", s.Current, s.MemoryStat)
 	return s, err
 }
 
@@ -332,9 +331,6 @@ func (g *v2Group) Remove() error {
 
 func (g *v2Group) Procs() ([]int, error) { return readPids(filepath.Join(g.dir, cgroupProcs)) }
 
-func (g *v2Group) MemoryStat() (map[string]uint64, error) {
-	return readStat(filepath.Join(g.dir, memoryStat))
-}
 
 // Placement says where v2 groups would go for this process, and why, for
 // guardrun check.

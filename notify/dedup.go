@@ -177,8 +177,8 @@ func (d *Dedup) notification(e supervise.Event, status string, count int, first,
 	n := Notification{
 		Schema: Schema, Host: d.Host, Run: e.Run, Command: d.Command,
 		Kind: string(e.Kind), Status: status, Severity: severity(e.Kind), Count: count,
-		FirstSeen: first, LastSeen: last, Message: message(e),
-		Ceiling: e.Limit, Peak: e.Peak, Usage: e.Usage, WorkingSet: e.WorkingSet, Cache: e.Cache,
+		FirstSeen: first, LastSeen: last, Message: e.Sentence(),
+		Ceiling: e.Ceiling, Peak: e.Peak, Usage: e.Usage, WorkingSet: e.WorkingSet, Cache: e.Cache,
 		Restarts: e.Restarts, Signal: e.Signal, Victim: e.Victim, Diagnosis: e.Diagnosis,
 	}
 	if e.Kind == supervise.Exited || e.Kind == supervise.GaveUp {

@@ -14,7 +14,7 @@ var t0 = time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC)
 func at(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 
 func oom(run string, restarts int) supervise.Event {
-	return supervise.Event{Kind: supervise.OOMKill, Run: run, Limit: 512 << 20, Peak: 512 << 20, Restarts: restarts, Reason: "the kernel OOM killer"}
+	return supervise.Event{Kind: supervise.OOMKill, Run: run, Ceiling: 512 << 20, Peak: 512 << 20, Restarts: restarts, Killer: "the kernel OOM killer"}
 }
 
 func oomStarted(run string) supervise.Event {
@@ -166,8 +166,8 @@ func TestOnlyIncidentsAreNotified(t *testing.T) {
 		{"oom_kill", oom("a", 0), true},
 		{"heap_oom", heapOOM("a", 0), true},
 		{"memory_restart", supervise.Event{Kind: supervise.MemoryRestart, Run: "a", Reason: "pressure"}, true},
-		{"pressure", supervise.Event{Kind: supervise.PressureStall, Run: "a", Reason: "some 100000 1000000"}, true},
-		{"leak_suspected", supervise.Event{Kind: supervise.LeakSuspected, Run: "a", Reason: "grows 1 MiB/min"}, true},
+		{"pressure", supervise.Event{Kind: supervise.PressureStall, Run: "a", Trigger: "some 100000 1000000"}, true},
+		{"leak_suspected", supervise.Event{Kind: supervise.LeakSuspected, Run: "a", Detail: "grows 1 MiB/min"}, true},
 		{"gave_up", supervise.Event{Kind: supervise.GaveUp, Run: "a", ExitCode: 1}, true},
 		{"preflight_failed", supervise.Event{Kind: supervise.PreflightFailed, Run: "a"}, true},
 	} {
@@ -206,7 +206,7 @@ func TestAskedStopIsNeverAnIncident(t *testing.T) {
 }
 
 func heapOOM(run string, restarts int) supervise.Event {
-	return supervise.Event{Kind: supervise.HeapOOM, Run: run, Pid: 4242, Restarts: restarts, Usage: 300 << 20, WorkingSet: 280 << 20, Limit: 512 << 20,
+	return supervise.Event{Kind: supervise.HeapOOM, Run: run, Pid: 4242, Restarts: restarts, Usage: 300 << 20, WorkingSet: 280 << 20, Ceiling: 512 << 20,
 		Diagnosis: &supervise.Diagnosis{Runtime: &supervise.RuntimeReport{
 			Runtime: "node", Pid: 4242, Event: "Allocation failed - JavaScript heap out of memory",
 			Stack:     []string{"at processRequest (/srv/app.js:12:5)", "at Server.<anonymous> (/srv/app.js:30:3)"},
@@ -259,13 +259,13 @@ func TestMessages(t *testing.T) {
 		e    supervise.Event
 		want string
 	}{
-		{"oom_kill of a worker", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: worker, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"},
+		{"oom_kill of a worker", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: worker, Ceiling: 128 << 20, Peak: 128 << 20, Killer: "the kernel OOM killer"},
 			"api: the kernel OOM killer killed worker pid 4243 (node) at the 128 MiB ceiling; the service runs on"},
-		{"oom_kill of the main child", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: main, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"},
+		{"oom_kill of the main child", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: main, Ceiling: 128 << 20, Peak: 128 << 20, Killer: "the kernel OOM killer"},
 			"api was killed by the kernel OOM killer at its 128 MiB ceiling (peak 128 MiB)"},
-		{"oom_kill, no kernel line", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"},
+		{"oom_kill, no kernel line", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Ceiling: 128 << 20, Peak: 128 << 20, Killer: "the kernel OOM killer"},
 			"api was killed by the kernel OOM killer at its 128 MiB ceiling (peak 128 MiB)"},
-		{"oom_kill of a worker without a command", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 1, Victim: &cgroup.Proc{Pid: 7}, Limit: 64 << 20},
+		{"oom_kill of a worker without a command", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 1, Victim: &cgroup.Proc{Pid: 7}, Ceiling: 64 << 20},
 			"api: the kernel OOM killer killed worker pid 7 at the 64 MiB ceiling; the service runs on"},
 		{"heap_oom", heapOOM("api", 0), "api ran out of its 192 MiB JavaScript heap (node, pid 4242) at processRequest (/srv/app.js:12:5)"},
 		{"heap_oom of a worker", supervise.Event{Kind: supervise.HeapOOM, Run: "api", Pid: 4242, Diagnosis: rt(supervise.RuntimeReport{Runtime: "node", Pid: 4250, HeapLimit: 96 << 20, Stack: []string{"    at JSON.parse (<anonymous>)"}})},
@@ -280,15 +280,15 @@ func TestMessages(t *testing.T) {
 			"guardrun restarted api before its ceiling: its working set stayed over --restart-at 460 MiB for 3s"},
 		{"memory_restart without a detail", supervise.Event{Kind: supervise.MemoryRestart, Run: "api", Reason: "pressure"},
 			"guardrun restarted api before its ceiling: the --pressure trigger fired"},
-		{"pressure", supervise.Event{Kind: supervise.PressureStall, Run: "api", Reason: "some 100000 1000000", Usage: 500 << 20, WorkingSet: 180 << 20, Cache: 320 << 20, Limit: 512 << 20},
+		{"pressure", supervise.Event{Kind: supervise.PressureStall, Run: "api", Trigger: "some 100000 1000000", Usage: 500 << 20, WorkingSet: 180 << 20, Cache: 320 << 20, Ceiling: 512 << 20},
 			`api is stalled on memory (PSI trigger "some 100000 1000000"): working set 180 MiB, usage 500 MiB, page cache 320 MiB, ceiling 512 MiB`},
-		{"pressure without a cgroup", supervise.Event{Kind: supervise.PressureStall, Run: "api", Reason: "x", Usage: 100 << 20, WorkingSet: 100 << 20},
+		{"pressure without a cgroup", supervise.Event{Kind: supervise.PressureStall, Run: "api", Trigger: "x", Usage: 100 << 20, WorkingSet: 100 << 20},
 			`api is stalled on memory (PSI trigger "x"): usage 100 MiB`},
-		{"leak_suspected reads the working set", supervise.Event{Kind: supervise.LeakSuspected, Run: "api", Reason: "grows 6 MiB/min", Usage: 400 << 20, WorkingSet: 90 << 20},
+		{"leak_suspected reads the working set", supervise.Event{Kind: supervise.LeakSuspected, Run: "api", Detail: "grows 6 MiB/min", Usage: 400 << 20, WorkingSet: 90 << 20},
 			"api looks like it leaks memory: grows 6 MiB/min (now 90 MiB)"},
-		{"exited by a signal", supervise.Event{Kind: supervise.Exited, Run: "api", Signal: "SIGSEGV", ExitCode: 139}, "api was killed by SIGSEGV"},
+		{"exited by a signal", supervise.Event{Kind: supervise.Exited, Run: "api", Signal: "SIGSEGV", ExitCode: 139}, "api was killed by signal 11 (SIGSEGV)"},
 	} {
-		if got := message(tc.e); got != tc.want {
+		if got := tc.e.Sentence(); got != tc.want {
 			t.Errorf("%s:\n got %q\nwant %q", tc.name, got, tc.want)
 		}
 	}

@@ -39,7 +39,7 @@ func TestHookRunsOncePerNotificationWithInitOn(t *testing.T) {
 	n := New(Config{Sinks: []Sink{NewExecSink("echo x >> " + runs)}, Queue: want, Retries: 3, RetryBase: 10 * time.Millisecond})
 	for i := range want {
 		// gave_up is sent every time: one notification per event.
-		n.Observe(supervise.Event{Kind: supervise.GaveUp, Run: "app", Time: time.Now(), Reason: fmt.Sprint("loop ", i)})
+		n.Observe(supervise.Event{Kind: supervise.GaveUp, Run: "app", Time: time.Now(), Detail: fmt.Sprint("loop ", i)})
 	}
 	r := n.Close(time.Minute)
 	b, err := os.ReadFile(runs)

@@ -85,7 +85,7 @@ func TestCriticalIsKeptAndTheNextRunDeliversItOnce(t *testing.T) {
 
 	n, k := keptRun(t, dir, sink(t, target, ""))
 	n.Observe(oom("app", 0))
-	n.Observe(supervise.Event{Kind: supervise.PressureStall, Run: "app", Reason: "some 100000 1000000"})
+	n.Observe(supervise.Event{Kind: supervise.PressureStall, Run: "app", Trigger: "some 100000 1000000"})
 	if r := n.Close(5 * time.Second); r.Kept != 1 || r.Undelivered != 1 || r.Delivered != 0 {
 		t.Fatalf("first run: report %+v; want the oom_kill kept and the pressure stall lost", r)
 	}
@@ -130,7 +130,7 @@ func TestHeldIsRetriedUntilTheReceiverIsBack(t *testing.T) {
 	}
 	rec := receiverAt(t, addr)
 	rec.wait(t, 1)
-	n.Observe(supervise.Event{Kind: supervise.PressureStall, Run: "app", Reason: "some 100000 1000000"})
+	n.Observe(supervise.Event{Kind: supervise.PressureStall, Run: "app", Trigger: "some 100000 1000000"})
 	rec.wait(t, 1)
 	r := n.Close(5 * time.Second)
 	if got := kinds(rec.notifications(t)); got != "oom_kill,pressure" || r.Delivered != 2 || r.Kept+r.Undelivered != 0 {

@@ -233,9 +233,9 @@ func TestRedactArgs(t *testing.T) {
 func TestBodiesCarryTheWorkingSet(t *testing.T) {
 	d := newDedup()
 	d.Host = "vps1"
-	pressure := supervise.Event{Kind: supervise.PressureStall, Run: "api", Reason: "some 100000 1000000", Usage: 500 << 20, WorkingSet: 180 << 20, Cache: 320 << 20, Limit: 512 << 20, Restarts: 2}
+	pressure := supervise.Event{Kind: supervise.PressureStall, Run: "api", Trigger: "some 100000 1000000", Usage: 500 << 20, WorkingSet: 180 << 20, Cache: 320 << 20, Ceiling: 512 << 20, Restarts: 2}
 	worker := supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: &cgroup.Proc{Pid: 4243, Command: "node", RSS: 120 << 20},
-		Usage: 128 << 20, WorkingSet: 127 << 20, Cache: 1 << 20, Limit: 128 << 20, Peak: 128 << 20, Reason: "the kernel OOM killer"}
+		Usage: 128 << 20, WorkingSet: 127 << 20, Cache: 1 << 20, Ceiling: 128 << 20, Peak: 128 << 20, Killer: "the kernel OOM killer"}
 	for _, tc := range []struct {
 		name        string
 		e           supervise.Event

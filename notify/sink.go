@@ -176,7 +176,7 @@ func slackBody(n Notification) ([]byte, error) {
 	fmt.Fprintf(&b, "%s *%s* on %s: %s", icon, n.Run, n.Host, n.Message)
 	if n.Status == Firing {
 		fmt.Fprintf(&b, "\nrestarts %d", n.Restarts)
-		for _, f := range figures(n.WorkingSet, n.Usage, n.Cache, n.Ceiling, n.Peak) {
+		for _, f := range supervise.Figures(n.WorkingSet, n.Usage, n.Cache, n.Ceiling, n.Peak) {
 			b.WriteString(" · " + f)
 		}
 		if d := n.Diagnosis; d != nil {
@@ -187,7 +187,7 @@ func slackBody(n Notification) ([]byte, error) {
 				fmt.Fprintf(&b, "\n```%s```", d.OOMReport)
 			}
 			if rt := d.Runtime; rt != nil {
-				b.WriteString("\n" + heapFigures(rt))
+				b.WriteString("\n" + supervise.HeapFigures(rt))
 				if rt.Event != "" {
 					b.WriteString(": " + rt.Event)
 				}
@@ -257,13 +257,13 @@ func severityLabel(n Notification) string {
 }
 
 func describe(n Notification) string {
-	parts := figures(n.WorkingSet, n.Usage, n.Cache, n.Ceiling, n.Peak)
+	parts := supervise.Figures(n.WorkingSet, n.Usage, n.Cache, n.Ceiling, n.Peak)
 	if d := n.Diagnosis; d != nil && len(d.Top) > 0 {
 		parts = append(parts, fmt.Sprintf("largest: %d %s %s", d.Top[0].Pid, d.Top[0].Command, cgroup.FormatSize(d.Top[0].RSS)))
 	}
 	if d := n.Diagnosis; d != nil && d.Runtime != nil {
-		parts = append(parts, heapFigures(d.Runtime))
-		if f := topFrame(d.Runtime.Stack); f != "" {
+		parts = append(parts, supervise.HeapFigures(d.Runtime))
+		if f := d.Runtime.TopFrame(); f != "" {
 			parts = append(parts, "at "+f)
 		}
 	}

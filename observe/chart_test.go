@@ -481,7 +481,7 @@ func cacheRun(t *testing.T) *Report {
 	crossed := false
 	sample := func(ws, cache uint64) {
 		peak = max(peak, ws+cache)
-		emit(supervise.Event{Kind: supervise.Sampled, Usage: ws + cache, WorkingSet: ws, Cache: cache, Peak: peak, Limit: 256 * mib})
+		emit(supervise.Event{Kind: supervise.Sampled, Usage: ws + cache, WorkingSet: ws, Cache: cache, Peak: peak, Ceiling: 256 * mib})
 		// The kernel's threshold tells each crossing of --restart-at by
 		// the working set, once until it falls back under.
 		if ws >= 192*mib && !crossed {
@@ -495,7 +495,7 @@ func cacheRun(t *testing.T) *Report {
 		emit(supervise.Event{Kind: supervise.Started, Pid: pid, Restarts: restarts, Cgroup: "v2:/sys/fs/cgroup/guardrun/api"})
 	}
 	exit := func(e supervise.Event) {
-		e.Kind, e.Peak, e.Limit = supervise.Exited, peak, 256*mib
+		e.Kind, e.Peak, e.Ceiling = supervise.Exited, peak, 256*mib
 		emit(e)
 		now = now.Add(200 * time.Millisecond)
 		emit(supervise.Event{Kind: supervise.Restarting, Restarts: e.Restarts, Delay: 200 * time.Millisecond})
@@ -530,7 +530,7 @@ func cacheRun(t *testing.T) *Report {
 		}
 		sample(ws, cache)
 		if i == 25 {
-			emit(supervise.Event{Kind: supervise.OOMKill, Pid: 300, Restarts: 2, Usage: 256 * mib, WorkingSet: 250 * mib, Limit: 256 * mib,
+			emit(supervise.Event{Kind: supervise.OOMKill, Pid: 300, Restarts: 2, Usage: 256 * mib, WorkingSet: 250 * mib, Ceiling: 256 * mib,
 				Reason: "the kernel OOM killer", Victim: &cgroup.Proc{Pid: 301, Command: "node"}})
 		}
 	}

@@ -8,7 +8,6 @@
 package observe
 
 import (
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
-	"github.com/guardrun/guardrun/notify"
 	"github.com/guardrun/guardrun/supervise"
 )
 
@@ -45,21 +43,24 @@ type Options struct {
 	Sample time.Duration
 	// StateDir is where the state file goes ("": none).
 	StateDir string
-	Log      *slog.Logger
-	Now      func() time.Time
+	// Pending counts the critical notifications kept for the run because
+	// they are not delivered yet; nil: none are kept.
+	Pending func() int
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
 // Recorder follows one run's events and keeps its State (the state file,
 // status, metrics) and its Report (timeline and events). Observe is
-// supervise.Config.Events; Snapshot and Report are safe from any
+// a supervise.Observer; Snapshot and Report are safe from any
 // goroutine.
 type Recorder struct {
 	mu       sync.Mutex
 	st       State
 	rep      Report
 	dir      string
-	file     string // the state file written last; "" before the first
-	kept     string // the run's kept notifications (notify.KeptDir); "" without a state directory
+	file     string     // the state file written last; "" before the first
+	kept     func() int // counts the run's kept notifications; nil: none
 	log      *slog.Logger
 	now      func() time.Time
 	failed   map[string]bool // what already failed and was said once
@@ -77,15 +78,11 @@ func NewRecorder(o Options) *Recorder {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	cmd := notify.RedactArgs(o.Command)
+	cmd := o.Command
 	now := o.Now()
 	start, _ := procStart(os.Getpid())
-	kept := ""
-	if o.StateDir != "" {
-		kept = notify.KeptDir(o.StateDir, o.Run) // the name the notifier keeps under, as given
-	}
 	return &Recorder{
-		dir: o.StateDir, kept: kept, log: o.Log, now: o.Now, failed: map[string]bool{}, stride: 1,
+		dir: o.StateDir, kept: o.Pending, log: o.Log, now: o.Now, failed: map[string]bool{}, stride: 1,
 		st: State{Schema: StateSchema, Run: o.Run, Guardrun: os.Getpid(), GuardrunStart: start,
 			Command: cmd, Phase: PhaseStarting, Ceiling: o.Ceiling, RestartAt: o.RestartAt, Started: now},
 		rep: Report{Schema: ReportSchema, Run: o.Run, Host: o.Host, Command: cmd, Ceiling: o.Ceiling,
@@ -99,10 +96,6 @@ func (r *Recorder) Observe(e supervise.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	st := &r.st
-	if e.Run != "" && e.Run != st.Run {
-		// The name fell back to NAME-PID: the state file follows it.
-		st.Run, r.rep.Run = e.Run, e.Run
-	}
 	st.Updated = e.Time
 	r.rep.PeakWorkingSet = max(r.rep.PeakWorkingSet, e.WorkingSet)
 	if e.Kind == supervise.Sampled {
@@ -113,7 +106,7 @@ func (r *Recorder) Observe(e supervise.Event) {
 		return
 	}
 	m := Mark{T: e.Time, Kind: string(e.Kind), Pid: e.Pid, Usage: e.Usage, WorkingSet: e.WorkingSet, Cause: e.Cause, Signal: e.Signal,
-		Restarts: e.Restarts, Victim: e.Victim, Message: markMessage(e)}
+		Restarts: e.Restarts, Victim: e.Victim, Message: e.Sentence()}
 	if e.Kind == supervise.Exited || e.Kind == supervise.GaveUp || e.Kind == supervise.Stopped {
 		m.Code = &e.ExitCode
 	}
@@ -124,10 +117,8 @@ func (r *Recorder) Observe(e supervise.Event) {
 	switch e.Kind {
 	case supervise.Started:
 		st.Phase, st.Pid, st.ChildStarted, st.LeakRate = PhaseRunning, e.Pid, e.Time, 0
-		if b, p, ok := strings.Cut(e.Cgroup, ":"); ok {
-			st.Backend, st.Cgroup = b, p
-			r.rep.Backend, r.rep.Cgroup = b, p
-		}
+		st.Backend, st.Cgroup = e.Backend, e.Cgroup
+		r.rep.Backend, r.rep.Cgroup = e.Backend, e.Cgroup
 	case supervise.Exited:
 		st.Pid, st.Current, st.WorkingSet, st.Cache, st.LeakRate, st.ChildStarted = 0, 0, 0, 0, 0, time.Time{}
 		r.peak(e.Peak, 0)
@@ -280,9 +271,7 @@ func (r *Recorder) Report() *Report {
 	}
 	rep.Events = slices.Clone(rep.Events)
 	rep.Restarts = r.st.Restarts
-	if r.kept != "" {
-		rep.PendingNotifications = notify.CountKept(r.kept)
-	}
+	rep.PendingNotifications = r.countPending()
 	if rep.Ended.IsZero() {
 		rep.Ended = r.now()
 	}
@@ -298,7 +287,7 @@ func (r *Recorder) writeState() {
 	if r.file != "" && r.file != file {
 		os.Remove(r.file)
 	}
-	r.st.PendingNotifications = notify.CountKept(r.kept) // a readdir of a few names
+	r.st.PendingNotifications = r.countPending() // a readdir of a few names
 	b, err := encodeState(r.st)
 	if err == nil {
 		err = WriteFile(file, b, 0o644)
@@ -328,74 +317,12 @@ func (r *Recorder) Failed(what string, err error) {
 	r.once(what, "cannot write the "+what, "err", err)
 }
 
-// markMessage is one human sentence for the report, status and chart.
-func markMessage(e supervise.Event) string {
-	size := cgroup.FormatSize
-	switch e.Kind {
-	case supervise.Started:
-		return fmt.Sprintf("started pid %d", e.Pid)
-	case supervise.Exited:
-		switch {
-		case e.Cause == supervise.CauseOOMKill:
-			return fmt.Sprintf("OOM-killed at %s (peak %s)", size(e.Limit), size(e.Peak))
-		case e.Cause == supervise.CauseHeapOOM:
-			how := fmt.Sprintf("exit %d", e.ExitCode)
-			if e.Signal != "" {
-				how = e.Signal
-			}
-			return fmt.Sprintf("died of its heap limit (%s)", how)
-		case e.Asked && e.Signal != "":
-			return "stopped by " + e.Signal + ", as asked"
-		case e.Asked:
-			return fmt.Sprintf("exited %d when asked to stop", e.ExitCode)
-		case e.Signal != "":
-			return "killed by " + e.Signal
-		}
-		return fmt.Sprintf("exited %d", e.ExitCode)
-	case supervise.OOMKill:
-		if v := e.Victim; v != nil {
-			return fmt.Sprintf("OOM kill: %s killed pid %d (%s)", killer(e), v.Pid, v.Command)
-		}
-		return "OOM kill: " + killer(e)
-	case supervise.HeapOOM:
-		return "heap OOM: " + heapWords(e)
-	case supervise.MemoryRestart:
-		why := e.Detail
-		if why == "" {
-			why = e.Reason
-		}
-		return "memory restart: " + why
-	case supervise.ThresholdCrossed:
-		at := e.WorkingSet // what --restart-at is held against
-		if at == 0 {
-			at = e.Usage
-		}
-		return fmt.Sprintf("crossed --restart-at %s at %s", size(e.Threshold), size(at))
-	case supervise.PressureStall:
-		return "memory pressure: " + e.Reason
-	case supervise.LeakSuspected:
-		return "leak suspected: " + e.Reason
-	case supervise.Restarting:
-		return fmt.Sprintf("restarting in %s", e.Delay.Round(time.Millisecond))
-	case supervise.GaveUp:
-		return "gave up: " + e.Reason
-	case supervise.PreflightWait:
-		return fmt.Sprintf("waiting for memory: %s available, %s needed", size(e.Available), size(e.Need))
-	case supervise.PreflightFailed:
-		return fmt.Sprintf("not started: %s available, %s needed", size(e.Available), size(e.Need))
-	case supervise.Stopping:
-		return "stopping"
-	case supervise.Stopped:
-		return "stopped"
+// countPending counts the run's kept notifications.
+func (r *Recorder) countPending() int {
+	if r.kept == nil {
+		return 0
 	}
-	return string(e.Kind)
-}
-
-func killer(e supervise.Event) string {
-	if e.Reason != "" {
-		return e.Reason
-	}
-	return "the kernel OOM killer"
+	return r.kept()
 }
 
 // runtimeOf is a heap_oom's runtime report, or nil.
@@ -404,25 +331,4 @@ func runtimeOf(e supervise.Event) *supervise.RuntimeReport {
 		return nil
 	}
 	return e.Diagnosis.Runtime
-}
-
-// heapWords say which heap ran out, as far as the runtime told:
-// "out of its 192 MiB JavaScript heap (node, pid 4242)".
-func heapWords(e supervise.Event) string {
-	rt := runtimeOf(e)
-	if rt == nil {
-		return fmt.Sprintf("out of its runtime's heap (pid %d)", e.Pid)
-	}
-	heap := rt.HeapName()
-	if rt.HeapLimit > 0 {
-		heap = cgroup.FormatSize(rt.HeapLimit) + " " + heap
-	}
-	pid := rt.Pid
-	if pid == 0 {
-		pid = e.Pid
-	}
-	if rt.Runtime == "" {
-		return fmt.Sprintf("out of its %s (pid %d)", heap, pid)
-	}
-	return fmt.Sprintf("out of its %s (%s, pid %d)", heap, rt.Runtime, pid)
 }

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/supervise"
+	"golang.org/x/sys/unix"
 )
 
 // ReportSchema names the report's JSON layout; a change that breaks a
@@ -60,6 +62,15 @@ type Exit struct {
 	GaveUp string `json:"gave_up,omitempty"` // why guardrun stopped restarting
 	// Message is the one-line summary guardrun printed.
 	Message string `json:"message"`
+}
+
+// ExitOf is how a run ended, for its report.
+func ExitOf(r *supervise.Result) *Exit {
+	x := &Exit{Cause: r.Cause, Code: r.ExitCode, Reason: r.Reason, GaveUp: r.GaveUp, Message: r.Summary()}
+	if r.Status.Signaled() && r.Pid != 0 {
+		x.Signal = unix.SignalName(r.Status.Signal())
+	}
+	return x
 }
 
 // Point is the group's usage and working set at one time. A report from

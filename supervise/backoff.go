@@ -5,9 +5,10 @@ import (
 	"time"
 )
 
-// Backoff is the delay between restarts: exponential with full jitter
-// below the cap, reset to the minimum by a child that stayed up long
-// enough. Defaults and why are in README ("Restart policy").
+// Backoff is the delay between restarts: exponential up to the cap,
+// jittered down to anywhere in the delay's lower half, and reset to the
+// minimum by a child that stayed up long enough. The defaults and why are
+// in README, "Restarts".
 type Backoff struct {
 	Min, Max time.Duration
 	Factor   float64

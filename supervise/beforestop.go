@@ -29,7 +29,7 @@ type beforeStopInput struct {
 	Usage      uint64    `json:"usage"`
 	WorkingSet uint64    `json:"working_set"`
 	Cache      uint64    `json:"cache"`
-	Limit      uint64    `json:"limit,omitempty"`
+	Ceiling    uint64    `json:"ceiling,omitempty"`
 	Threshold  uint64    `json:"threshold,omitempty"`
 	Time       time.Time `json:"time"`
 }
@@ -42,7 +42,7 @@ type beforeStopInput struct {
 // fails the run: a hook that fails or hangs is said in the log.
 func (c *child) beforeStop(e Event, cgroupPath string) {
 	in, _ := json.Marshal(beforeStopInput{Run: c.cfg.Name, Pid: e.Pid, Cgroup: cgroupPath, Reason: e.Reason, Detail: e.Detail,
-		Usage: e.Usage, WorkingSet: e.WorkingSet, Cache: e.Cache, Limit: e.Limit, Threshold: e.Threshold, Time: time.Now()})
+		Usage: e.Usage, WorkingSet: e.WorkingSet, Cache: e.Cache, Ceiling: e.Ceiling, Threshold: e.Threshold, Time: time.Now()})
 	cmd := exec.Command("/bin/sh", "-c", c.cfg.BeforeStop)
 	cmd.Env = append(os.Environ(), "GUARDRUN_PID="+strconv.Itoa(e.Pid), "GUARDRUN_NAME="+c.cfg.Name,
 		"GUARDRUN_CGROUP="+cgroupPath, "GUARDRUN_REASON="+e.Reason)

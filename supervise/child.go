@@ -19,14 +19,13 @@ import (
 // OOM counters are its own.
 func (s *supervisor) runChild() (*Result, error) {
 	cfg, log := s.cfg, s.cfg.Log
-	g, err := cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
-	if errors.Is(err, cgroup.ErrBusy) && cfg.UniqueName {
-		s.cfg.Name = fmt.Sprintf("%s-%d", cfg.Name, os.Getpid())
-		s.em.run, cfg.Name = s.cfg.Name, s.cfg.Name
-		g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
-	}
-	if err != nil {
-		return nil, err
+	g := s.next
+	s.next = nil
+	if g == nil {
+		var err error
+		if g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits}); err != nil {
+			return nil, err
+		}
 	}
 	// Named before the child starts: nothing it forks is unaccounted for.
 	s.sen.watch(g)
@@ -45,7 +44,7 @@ func (s *supervisor) runChild() (*Result, error) {
 	if err := g.Start(cmd); err != nil {
 		return nil, &StartError{Command: cfg.Command[0], Err: err}
 	}
-	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Limit: cfg.Limits.Max, Restarts: s.restarts, Cgroup: g.Backend() + ":" + g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
+	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Ceiling: cfg.Limits.Max, Restarts: s.restarts, Backend: g.Backend(), Cgroup: g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
 	s.hints = ""
 
 	r := &Result{Name: cfg.Name, Backend: g.Backend(), Path: g.Path(), Pid: cmd.Process.Pid, Restarts: s.restarts}
@@ -107,11 +106,8 @@ func (s *supervisor) runChild() (*Result, error) {
 	if r.ExitCode != 0 && r.Cause != CauseOOMKill && r.Cause != CauseHeapOOM {
 		diag = c.diagnosis()
 	}
-	e := Event{Kind: Exited, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Limit: r.Stats.Limit, Uptime: r.Duration,
-		Restarts: s.restarts, Reason: r.Reason, Asked: r.Stopped, Diagnosis: diag}
-	if r.Status.Signaled() {
-		e.Signal = signalName(r.Status.Signal())
-	}
+	e := r.exited()
+	e.Diagnosis = diag
 	s.em.emit(e)
 	return r, nil
 }
@@ -213,8 +209,8 @@ func (c *child) leakCheck(now time.Time, st cgroup.Stats) {
 		return
 	}
 	if l, ok := c.leaks.add(Sample{Time: now, Usage: st.WorkingSet}); ok {
-		c.em.emit(Event{Kind: LeakSuspected, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: l.Usage, Cache: st.Cache, Limit: l.Limit,
-			Rate: l.Rate, Left: l.Left, Restarts: c.restarts, Reason: l.String(), Diagnosis: c.diagnosis()})
+		c.em.emit(Event{Kind: LeakSuspected, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: l.Usage, Cache: st.Cache, Ceiling: l.Ceiling,
+			Rate: l.Rate, Left: l.Left, Restarts: c.restarts, Detail: l.String(), Diagnosis: c.diagnosis()})
 	}
 }
 
@@ -233,10 +229,14 @@ func moved(was, now uint64) bool {
 func (c *child) sample() { c.sampleAt(time.Now(), true) }
 
 func (c *child) sampleAt(now time.Time, full bool) {
-	st, err := c.g.Stats()
-	if err != nil {
-		return
+	if st, err := c.g.Stats(); err == nil {
+		c.sampleOf(now, st, full)
 	}
+}
+
+// sampleOf is sampleAt with the group's figures just read: an incident
+// that read them does not read the group a second time.
+func (c *child) sampleOf(now time.Time, st cgroup.Stats, full bool) {
 	pids, _ := c.g.Procs()
 	if len(pids) == 0 {
 		// The child is dead and not reaped yet: a sample now would show
@@ -247,7 +247,7 @@ func (c *child) sampleAt(now time.Time, full bool) {
 	// A kill no notice told (no live watch, or a coalesced one) is told
 	// now; the sample goes on, since the service may well run on.
 	killed := c.oomKills(st, false)
-	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Peak: st.Peak, Limit: st.Limit, Restarts: c.restarts})
+	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Peak: st.Peak, Ceiling: st.Limit, Restarts: c.restarts})
 	c.leakCheck(now, st)
 	c.heapDeaths()
 	if killed || (!full && now.Sub(c.detailAt) < detailEvery && !moved(c.detailUsage, st.WorkingSet)) {
@@ -257,8 +257,7 @@ func (c *child) sampleAt(now time.Time, full bool) {
 		return
 	}
 	c.detailAt, c.detailUsage = now, st.WorkingSet
-	stat, _ := c.g.MemoryStat()
-	c.sampler.sample(now, st, pids, stat)
+	c.sampler.sample(now, st, pids, st.MemoryStat)
 }
 
 // diagnosis is what the last sample saw; nil without sampling. Callers
@@ -328,15 +327,15 @@ func (c *child) supervise() {
 // guardrun itself stops the child to restart it.
 func (c *child) stop(sig syscall.Signal, reason string) {
 	switch {
-	case reason != "" && (c.r.Stopped || c.r.Reason != ""):
+	case reason != "" && (c.r.Asked || c.r.Reason != ""):
 		return // already stopping; guardrun's own reasons do not escalate
-	case reason == "" && c.r.Stopped:
+	case reason == "" && c.r.Asked:
 		// A second INT or TERM while stopping: the user means it now.
 		c.cfg.Log.Warn("second stop request: killing the group", "run", c.cfg.Name)
 		c.kill()
 		return
 	case reason == "":
-		c.r.Stopped = true
+		c.r.Asked = true
 		c.em.emit(Event{Kind: Stopping, Pid: c.p.Pid, Restarts: c.restarts})
 	default:
 		c.r.Reason = reason
@@ -380,17 +379,17 @@ func (c *child) notice(n cgroup.Notice) {
 		}
 		st, _ := c.g.Stats()
 		if c.sampler != nil {
-			c.sample()
+			c.sampleOf(now, st, true)
 		}
-		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Limit: st.Limit, Restarts: c.restarts, Reason: c.cfg.Pressure, Diagnosis: c.diagnosis()})
+		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit, Restarts: c.restarts, Trigger: c.cfg.Pressure, Diagnosis: c.diagnosis()})
 		if c.cfg.RestartOnPressure {
-			c.memoryRestart("pressure", fmt.Sprintf("the --pressure trigger %q fired at a working set of %s", c.cfg.Pressure, cgroup.FormatSize(st.WorkingSet)), st, time.Time{})
+			c.memoryRestart(ReasonPressure, fmt.Sprintf("the --pressure trigger %q fired at a working set of %s", c.cfg.Pressure, cgroup.FormatSize(st.WorkingSet)), st, time.Time{})
 		}
 	}
 }
 
 // busy: the child is being stopped, or a memory restart is on its way.
-func (c *child) busy() bool { return c.r.Stopped || c.r.Reason != "" || c.pending != "" }
+func (c *child) busy() bool { return c.r.Asked || c.r.Reason != "" || c.pending != "" }
 
 func stopSignal(cfg Config) syscall.Signal {
 	if cfg.StopSignal == 0 {

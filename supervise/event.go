@@ -47,12 +47,24 @@ const (
 	MemoryRestart Kind = "memory_restart"
 )
 
-// Causes: how a child ended (Event.Cause, Result.Cause).
+// Causes: how a child ended (Event.Cause, Result.Cause), or why no child
+// ran (Result.Cause).
 const (
 	CauseExited   = "exited"
 	CauseSignaled = "signaled"
 	CauseOOMKill  = "oom_kill"
 	CauseHeapOOM  = "heap_oom"
+
+	CausePreflightFailed = "preflight_failed" // the host lacked the memory asked for
+	CauseStopped         = "stopped"          // guardrun was asked to stop before a child ran
+	CauseError           = "error"            // guardrun's own failure (Result.Err)
+)
+
+// Reasons guardrun stops a child itself to restart it (Event.Reason,
+// Result.Reason).
+const (
+	ReasonRestartAt = "restart_at" // the working set stayed over --restart-at
+	ReasonPressure  = "pressure"   // the --pressure trigger fired under --restart-on-pressure
 )
 
 // Event is one lifecycle step of a run, with the figures it carries. Fields
@@ -63,7 +75,8 @@ type Event struct {
 	Run      string
 	Pid      int
 	Restarts int    // restarts so far in this run
-	Cgroup   string // started: backend and path, "v2:/sys/fs/cgroup/guardrun/app"
+	Backend  string // started: the group's backend, "v2", "v1" or "none"
+	Cgroup   string // started: the group's path, "/sys/fs/cgroup/guardrun/app"; "" for none
 	HeapHint string // started: the runtime variables guardrun set, "GOMEMLIMIT=460MiB"
 
 	Cause    string // exited: exited, signaled, oom_kill
@@ -73,17 +86,37 @@ type Event struct {
 	Usage      uint64        // bytes the group was charged for when it happened
 	WorkingSet uint64        // of Usage, what the kernel cannot simply reclaim (cgroup.WorkingSet)
 	Cache      uint64        // of Usage, page cache (shmem included)
-	Limit      uint64        // the ceiling
+	Ceiling    uint64        // the group's memory ceiling, as the kernel holds it
 	Peak       uint64        // exited: the child's peak
 	Threshold  uint64        // threshold_crossed: --restart-at in bytes
 	Available  uint64        // preflight_*: MemAvailable
 	Need       uint64        // preflight_*: what was asked
 	Delay      time.Duration // restarting, preflight_wait: before the next try
 	Uptime     time.Duration // exited: how long the child ran
-	Reason     string        // a few words: why guardrun acted
-	Rate       float64       // leak_suspected: growth in bytes per second
-	Left       time.Duration // leak_suspected: until the ceiling at that rate; 0 without one
-	Detail     string        // memory_restart: why, in a sentence
+	// Reason is why guardrun itself stops the child to restart it
+	// (memory_restart, exited, restarting): ReasonRestartAt or
+	// ReasonPressure; "" otherwise.
+	Reason string
+	Rate   float64       // leak_suspected: growth in bytes per second
+	Left   time.Duration // leak_suspected: until the ceiling at that rate; 0 without one
+	// Detail says why in a sentence: the memory restart's cause, the
+	// leak's forecast, the crash loop guardrun gave up on.
+	Detail  string
+	Trigger string // pressure: the PSI trigger that fired, in the kernel's form
+	// Killer names who killed (oom_kill, exited): the kernel's OOM killer,
+	// or guardrun's sampler without a cgroup.
+	Killer string
+	// Forced (exited): guardrun killed the group, at the stop timeout or
+	// on a second stop request.
+	Forced bool
+	// OOMKills (exited) counts the processes the OOM killer killed in the
+	// child's group.
+	OOMKills uint64
+	// Heap (exited) is the runtime's report of a heap death in the group,
+	// the child's own or a worker's, and HeapSetting what limited that
+	// heap and who set it; nil, "" for none.
+	Heap        *RuntimeReport
+	HeapSetting string
 	// Asked is set on an exited event when the child ended after guardrun
 	// was asked to stop it (TERM, INT: systemctl stop, docker stop): a
 	// stop that was asked for is never an incident.
@@ -108,6 +141,7 @@ func (e Event) attrs() []any {
 		}
 	}
 	add("pid", e.Pid, e.Pid != 0)
+	add("backend", e.Backend, e.Backend != "")
 	add("cgroup", e.Cgroup, e.Cgroup != "")
 	add("heap_hint", e.HeapHint, e.HeapHint != "")
 	add("cause", e.Cause, e.Cause != "")
@@ -116,7 +150,7 @@ func (e Event) attrs() []any {
 	add("usage", e.Usage, e.Usage != 0)
 	add("working_set", e.WorkingSet, e.WorkingSet != 0)
 	add("cache", e.Cache, e.Cache != 0)
-	add("limit", e.Limit, e.Limit != 0)
+	add("ceiling", e.Ceiling, e.Ceiling != 0)
 	add("peak", e.Peak, e.Peak != 0)
 	add("threshold", e.Threshold, e.Threshold != 0)
 	add("available", e.Available, e.Available != 0)
@@ -128,6 +162,10 @@ func (e Event) attrs() []any {
 	add("rate_bytes_per_min", int64(e.Rate*60), e.Rate != 0)
 	add("left", e.Left.Round(time.Second), e.Left != 0)
 	add("detail", e.Detail, e.Detail != "")
+	add("trigger", e.Trigger, e.Trigger != "")
+	add("killer", e.Killer, e.Killer != "" && e.Kind == OOMKill)
+	add("forced", e.Forced, e.Forced)
+	add("oom_kills", e.OOMKills, e.OOMKills != 0 && e.Kind == Exited)
 	add("asked", e.Asked, e.Asked)
 	if e.Victim != nil {
 		add("victim_pid", e.Victim.Pid, true)
@@ -151,12 +189,12 @@ func (e Event) level() slog.Level {
 }
 
 // emitter stamps events, logs each as one structured line and hands it to
-// the consumer, if any. Nothing reaches back into the supervisor.
+// each observer, in order. Nothing reaches back into the supervisor.
 type emitter struct {
-	run  string
-	log  *slog.Logger
-	sink func(Event)
-	now  func() time.Time
+	run string
+	log *slog.Logger
+	obs []Observer
+	now func() time.Time
 }
 
 func (em *emitter) emit(e Event) {
@@ -167,7 +205,7 @@ func (em *emitter) emit(e Event) {
 	if l := e.level(); em.log.Enabled(context.Background(), l) {
 		em.log.Log(context.Background(), l, string(e.Kind), e.attrs()...)
 	}
-	if em.sink != nil {
-		em.sink(e)
+	for _, o := range em.obs {
+		o.Observe(e)
 	}
 }

@@ -95,10 +95,10 @@ type leakPoint struct {
 
 // leak is sustained growth, as established by a leakDetector.
 type leak struct {
-	Rate  float64       // bytes per second, > 0
-	Left  time.Duration // until usage reaches Limit at Rate; 0 when Limit is 0 or already reached
-	Usage uint64        // the usage at the sample that established it
-	Limit uint64        // the ceiling; 0 = none
+	Rate    float64       // bytes per second, > 0
+	Left    time.Duration // until usage reaches Ceiling at Rate; 0 when Ceiling is 0 or already reached
+	Usage   uint64        // the usage at the sample that established it
+	Ceiling uint64        // 0 = none
 }
 
 // newLeakDetector judges growth over window against limit, the ceiling in
@@ -156,7 +156,7 @@ func (d *leakDetector) add(s Sample) (leak, bool) {
 		return leak{}, false
 	}
 	d.reported, d.since = true, -1
-	return leak{Rate: rate, Left: d.left(s.Usage, rate), Usage: s.Usage, Limit: d.limit}, true
+	return leak{Rate: rate, Left: d.left(s.Usage, rate), Usage: s.Usage, Ceiling: d.limit}, true
 }
 
 // hold tells whether cond has held for two parts of the window up to now.
@@ -224,11 +224,11 @@ func (d *leakDetector) left(usage uint64, rate float64) time.Duration {
 func (l leak) String() string {
 	s := "grows " + leakRateString(l.Rate)
 	switch {
-	case l.Limit == 0:
+	case l.Ceiling == 0:
 	case l.Left <= 0:
-		s += "; already at the " + cgroup.FormatSize(l.Limit) + " ceiling"
+		s += "; already at the " + cgroup.FormatSize(l.Ceiling) + " ceiling"
 	default:
-		s += "; reaches the " + cgroup.FormatSize(l.Limit) + " ceiling in ~" + leakLeftString(l.Left)
+		s += "; reaches the " + cgroup.FormatSize(l.Ceiling) + " ceiling in ~" + leakLeftString(l.Left)
 	}
 	return s
 }

@@ -174,8 +174,8 @@ func TestLeakProfiles(t *testing.T) {
 					if at := samples[0].Time.Add(f.at); f.Usage != usageAtTime(samples, at) {
 						t.Errorf("usage %d, the sample at %v had %d", f.Usage, f.at, usageAtTime(samples, at))
 					}
-					if limit == 0 && (f.Left != 0 || f.Limit != 0) {
-						t.Errorf("left %v of limit %d, want 0 without a ceiling", f.Left, f.Limit)
+					if limit == 0 && (f.Left != 0 || f.Ceiling != 0) {
+						t.Errorf("left %v of limit %d, want 0 without a ceiling", f.Left, f.Ceiling)
 					}
 					if window != 45*time.Second {
 						return
@@ -301,7 +301,7 @@ func TestLeakExactRamp(t *testing.T) {
 	const mib = 1 << 20
 	samples := leakSeries(300, func(sec int) uint64 { return 100*mib + uint64(sec)*mib })
 	got := replayLeaks(newLeakDetector(60*time.Second, 1024*mib), samples)
-	want := leakFound{105 * time.Second, leak{Rate: mib, Left: 819 * time.Second, Usage: 205 * mib, Limit: 1024 * mib}}
+	want := leakFound{105 * time.Second, leak{Rate: mib, Left: 819 * time.Second, Usage: 205 * mib, Ceiling: 1024 * mib}}
 	if len(got) != 1 || got[0] != want {
 		t.Fatalf("got %+v, want [%+v]", got, want)
 	}
@@ -360,14 +360,14 @@ func TestLeakString(t *testing.T) {
 		l    leak
 		want string
 	}{
-		{leak{Rate: 12 * mib / 60.0, Left: 23 * time.Minute, Limit: 512 * mib}, "grows 12 MiB/min; reaches the 512 MiB ceiling in ~23 min"},
+		{leak{Rate: 12 * mib / 60.0, Left: 23 * time.Minute, Ceiling: 512 * mib}, "grows 12 MiB/min; reaches the 512 MiB ceiling in ~23 min"},
 		{leak{Rate: 12 * mib / 60.0}, "grows 12 MiB/min"},
-		{leak{Rate: 2.5 * mib / 60, Left: 89 * time.Second, Limit: 512 * mib}, "grows 2.5 MiB/min; reaches the 512 MiB ceiling in ~89 s"},
-		{leak{Rate: 100 * mib, Left: 4 * time.Second, Limit: 2 << 30}, "grows 5.9 GiB/min; reaches the 2 GiB ceiling in ~4 s"},
+		{leak{Rate: 2.5 * mib / 60, Left: 89 * time.Second, Ceiling: 512 * mib}, "grows 2.5 MiB/min; reaches the 512 MiB ceiling in ~89 s"},
+		{leak{Rate: 100 * mib, Left: 4 * time.Second, Ceiling: 2 << 30}, "grows 5.9 GiB/min; reaches the 2 GiB ceiling in ~4 s"},
 		// Under 1 MiB a minute, per hour.
-		{leak{Rate: 30 * mib / 3600.0, Left: 5*time.Hour + 20*time.Minute, Limit: 1 << 30}, "grows 30 MiB/h; reaches the 1 GiB ceiling in ~5.3 h"},
-		{leak{Rate: 300 * 1024 / 3600.0, Left: 30 * time.Hour, Limit: 256 * mib}, "grows 300 KiB/h; reaches the 256 MiB ceiling in ~30 h"},
-		{leak{Rate: mib, Left: 0, Usage: 512 * mib, Limit: 512 * mib}, "grows 60 MiB/min; already at the 512 MiB ceiling"},
+		{leak{Rate: 30 * mib / 3600.0, Left: 5*time.Hour + 20*time.Minute, Ceiling: 1 << 30}, "grows 30 MiB/h; reaches the 1 GiB ceiling in ~5.3 h"},
+		{leak{Rate: 300 * 1024 / 3600.0, Left: 30 * time.Hour, Ceiling: 256 * mib}, "grows 300 KiB/h; reaches the 256 MiB ceiling in ~30 h"},
+		{leak{Rate: mib, Left: 0, Usage: 512 * mib, Ceiling: 512 * mib}, "grows 60 MiB/min; already at the 512 MiB ceiling"},
 	} {
 		if got := tc.l.String(); got != tc.want {
 			t.Errorf("%+v: got %q, want %q", tc.l, got, tc.want)

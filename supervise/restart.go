@@ -64,5 +64,5 @@ func (l *crashLoop) span() time.Duration {
 
 func (l *crashLoop) reason(last *Result) string {
 	return fmt.Sprintf("%d restarts in %s (--max-restarts %d within --restart-window %s); last: %s",
-		len(l.times)-1, fmtDuration(l.span()), l.max, l.window, last.what())
+		len(l.times)-1, fmtDuration(l.span()), l.max, l.window, ended(last.exited()))
 }

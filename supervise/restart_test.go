@@ -58,8 +58,7 @@ func watched(t *testing.T, cfg Config, at func(Event) bool) (*Result, *recorder)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &recorder{at: at, cancel: cancel}
-	cfg.Events = rec.sink
-	return run(t, ctx, cfg), rec
+	return run(t, ctx, cfg, ObserverFunc(rec.sink)), rec
 }
 
 func TestOOMKilledChildIsRestartedThenGivenUpOn(t *testing.T) {
@@ -117,14 +116,14 @@ func TestStartupSpikeDoesNotRestart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	rec := &recorder{}
-	cfg.Events = func(e Event) {
+	obs := ObserverFunc(func(e Event) {
 		rec.sink(e)
 		if e.Kind == ThresholdCrossed && crossed.IsZero() {
 			crossed = time.Now()
 			// Stop well after the grace period ended.
 			go func() { time.Sleep(cfg.RestartAtGrace + 2*time.Second); cancel(); close(done) }()
 		}
-	}
+	})
 	go func() {
 		select {
 		case <-done:
@@ -132,7 +131,7 @@ func TestStartupSpikeDoesNotRestart(t *testing.T) {
 			cancel() // no crossing at all: end the run, the checks below fail
 		}
 	}()
-	run(t, ctx, cfg)
+	run(t, ctx, cfg, obs)
 	if rec.count(ThresholdCrossed) != 1 || rec.count(Restarting) != 0 || rec.count(Started) != 1 {
 		t.Fatalf("events: %s; want one crossing and no restart", rec.kinds())
 	}

@@ -28,16 +28,33 @@ type Result struct {
 	Status              unix.WaitStatus
 	Stats               cgroup.Stats
 	Duration            time.Duration
-	Stopped             bool // guardrun was asked to stop the child
-	Forced              bool // the group was killed: stop timeout or a second stop request
+	// Asked: the child ended after guardrun was asked to stop it (TERM,
+	// INT), as Event.Asked says.
+	Asked bool
+	// Stopped: the run ended because guardrun was asked to stop, with a
+	// child (Asked) or while none ran (Cause CauseStopped).
+	Stopped bool
+	Forced  bool // the group was killed: stop timeout or a second stop request
 	// Reason is why guardrun itself stopped the child to restart it:
-	// "restart_at" or "pressure"; "" otherwise.
+	// ReasonRestartAt or ReasonPressure; "" otherwise.
 	Reason   string
 	Restarts int    // restarts before this child
 	GaveUp   string // why guardrun gave up on a crash loop; "" if it did not
 
-	Cause    string // CauseExited, CauseSignaled, CauseOOMKill, CauseHeapOOM
-	ExitCode int    // what guardrun exits with: the child's own, even for a heap death
+	// Cause is how the last child ended (CauseExited, CauseSignaled,
+	// CauseOOMKill, CauseHeapOOM) or why none was started
+	// (CausePreflightFailed, CauseStopped, CauseError).
+	Cause string
+	// ExitCode is what guardrun exits with: the child's own, even for a
+	// heap death; 125, 126, 127 or 143 when no child ran (see decide).
+	ExitCode int
+	// ExitSignal, when set, is the signal guardrun ends itself by instead
+	// of exiting: the child ended by the signal guardrun was asked to pass
+	// on, and a shell must still see 128+N and systemd a clean stop.
+	ExitSignal unix.Signal
+	// Err is guardrun's own failure when no child ran or one could not be
+	// started; nil otherwise.
+	Err error
 	// Heap is the runtime's report of a heap death in the group: the
 	// child's own (Cause heap_oom) or another process's; nil for none.
 	Heap *RuntimeReport
@@ -66,6 +83,35 @@ func (t *RunTotals) add(r *Result) {
 	}
 }
 
+// failed is the Result of a run that could not start a child: err is why.
+func failed(name string, err error) *Result {
+	r := &Result{Name: name, Cause: CauseError, Err: err}
+	var pe *PreflightError
+	if errors.As(err, &pe) {
+		r.Cause = CausePreflightFailed
+	}
+	r.decide()
+	return r
+}
+
+// decide settles what guardrun exits with, for every way a run ends: the
+// one place that does. A child's own code is set by classify.
+func (r *Result) decide() {
+	var se *StartError
+	switch {
+	case errors.As(r.Err, &se) && r.Pid == 0:
+		r.ExitCode = se.ExitCode()
+	case r.Cause == CauseError || r.Cause == CausePreflightFailed:
+		r.ExitCode = ExitInternal
+	case r.Cause == CauseStopped:
+		r.ExitCode = exitSignalsBase + int(unix.SIGTERM)
+	}
+	r.ExitSignal = 0
+	if r.Asked && !r.Forced && r.Status.Signaled() && r.Status.Signal() != unix.SIGKILL {
+		r.ExitSignal = r.Status.Signal()
+	}
+}
+
 // classify tells an OOM kill from any other death. The child died of an
 // OOM kill when SIGKILL ended it and the group's oom_kill counter moved,
 // and guardrun itself did not kill the group.
@@ -84,83 +130,6 @@ func (r *Result) classify() {
 // guardrun's sampler) ended the child.
 func (r *Result) OOMKilled() bool { return r.Cause == CauseOOMKill }
 
-// Summary is the one line a person reads at the end of a run, e.g.
-// "app was killed by the kernel OOM killer at its 512 MiB ceiling (peak
-// 512 MiB, ran 4.2s)".
-func (r *Result) Summary() string {
-	peak := "peak " + cgroup.FormatSize(r.Stats.Peak)
-	if r.Cause != CauseOOMKill && r.Stats.Limit > 0 {
-		peak += " of " + cgroup.FormatSize(r.Stats.Limit)
-	}
-	more := ""
-	if r.Restarts > 0 {
-		more = fmt.Sprintf(", %s before it", plural(uint64(r.Restarts), "restart", "restarts"))
-	}
-	if t := r.Run; t.Children > 1 {
-		whole := []string{"peak " + cgroup.FormatSize(t.Peak)}
-		if t.OOMKills > 0 {
-			whole = append(whole, plural(t.OOMKills, "OOM kill", "OOM kills"))
-		}
-		if t.HeapOOMs > 0 {
-			whole = append(whole, plural(uint64(t.HeapOOMs), "heap OOM", "heap OOMs"))
-		}
-		more += "; the whole run: " + strings.Join(whole, ", ")
-	}
-	line := fmt.Sprintf("%s %s (%s, ran %s%s)", r.Name, r.what(), peak, fmtDuration(r.Duration), more)
-	if r.GaveUp != "" {
-		line = fmt.Sprintf("gave up on %s, a crash loop: %s", r.Name, r.GaveUp)
-	}
-	return line
-}
-
-// what says how the child ended, in words: "exited 3", "was killed by ...".
-func (r *Result) what() string {
-	ceiling := cgroup.FormatSize(r.Stats.Limit)
-	var what string
-	switch {
-	case r.Cause == CauseOOMKill:
-		what = fmt.Sprintf("was killed by %s at its %s ceiling", r.oomWho(), ceiling)
-	case r.Cause == CauseHeapOOM:
-		what = "ran out of its " + r.heapWords()
-	case r.Cause == CauseSignaled && r.Stopped && !r.Forced:
-		what = fmt.Sprintf("was stopped by signal %d (%s), as asked", int(r.Status.Signal()), signalName(r.Status.Signal()))
-	case r.Cause == CauseSignaled:
-		what = fmt.Sprintf("was killed by signal %d (%s)", int(r.Status.Signal()), signalName(r.Status.Signal()))
-	default:
-		what = fmt.Sprintf("exited %d", r.ExitCode)
-	}
-	if r.Cause != CauseHeapOOM && r.Heap != nil {
-		what += fmt.Sprintf(" after %s (pid %d) ran out of its %s", r.Heap.Runtime, r.Heap.Pid, r.heapWords())
-	}
-	if r.Cause != CauseOOMKill && r.Stats.OOMKills > 0 {
-		what += fmt.Sprintf(" after %s killed %s in its group at its %s ceiling", r.oomWho(), plural(r.Stats.OOMKills, "process", "processes"), ceiling)
-	}
-	switch r.Reason {
-	case "restart_at":
-		what += " when guardrun stopped it at the --restart-at threshold"
-	case "pressure":
-		what += " when guardrun stopped it on memory pressure"
-	}
-	if r.Forced {
-		what += " (its group was killed by guardrun after the stop timeout or a second stop request)"
-	}
-	return what
-}
-
-// heapWords names the heap that ran out and what limited it: "192 MiB
-// JavaScript heap: --max-old-space-size, set by guardrun from the 256 MiB
-// ceiling".
-func (r *Result) heapWords() string {
-	w := r.Heap.HeapName()
-	if r.Heap.HeapLimit > 0 {
-		w = cgroup.FormatSize(r.Heap.HeapLimit) + " " + w
-	}
-	if r.HeapSetting != "" {
-		w += ": " + r.HeapSetting
-	}
-	return w
-}
-
 // oomWho names the killer: the kernel, or guardrun's sampler without a cgroup.
 func (r *Result) oomWho() string {
 	if r.Backend == "none" {
@@ -169,28 +138,16 @@ func (r *Result) oomWho() string {
 	return "the kernel OOM killer"
 }
 
-func plural(n uint64, one, many string) string {
-	if n == 1 {
-		return "1 " + one
+// exited is the child's end as an event: what the exited event says, and
+// what the summary line says it with.
+func (r *Result) exited() Event {
+	e := Event{Kind: Exited, Run: r.Name, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Ceiling: r.Stats.Limit,
+		Uptime: r.Duration, Restarts: r.Restarts, Reason: r.Reason, Asked: r.Asked, Forced: r.Forced, OOMKills: r.Stats.OOMKills,
+		Killer: r.oomWho(), Heap: r.Heap, HeapSetting: r.HeapSetting}
+	if r.Status.Signaled() {
+		e.Signal = signalName(r.Status.Signal())
 	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
-func fmtDuration(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return d.Round(time.Millisecond).String()
-	case d < time.Minute:
-		return d.Round(100 * time.Millisecond).String()
-	}
-	return d.Round(time.Second).String()
-}
-
-func signalName(s unix.Signal) string {
-	if n := unix.SignalName(s); n != "" {
-		return n
-	}
-	return "signal " + fmt.Sprint(int(s))
+	return e
 }
 
 // StartError is a child that could not be started: not found, not

@@ -30,20 +30,20 @@ func TestSoakCrashRestarts(t *testing.T) {
 	// one-time costs are in the baseline; then the footprint between two
 	// quiet points, before and after the soak, when no child runs.
 	starts, stopAt := 0, 10
-	cfg.Events = func(e Event) {
+	obs := ObserverFunc(func(e Event) {
 		if e.Kind == Started {
 			if starts++; starts == stopAt {
 				cancel()
 			}
 		}
-	}
-	run(t, ctx, cfg)
+	})
+	run(t, ctx, cfg, obs)
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	starts, stopAt = 0, n
 	base := measure()
 	start := time.Now()
-	run(t, ctx, cfg)
+	run(t, ctx, cfg, obs)
 	after := measure()
 	if after.fds > base.fds {
 		ents, _ := os.ReadDir("/proc/self/fd")
@@ -100,7 +100,7 @@ func TestOOMKillsInARow(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ooms, exits := 0, 0
-	cfg.Events = func(e Event) {
+	obs := ObserverFunc(func(e Event) {
 		switch e.Kind {
 		case OOMKill:
 			ooms++
@@ -112,8 +112,8 @@ func TestOOMKillsInARow(t *testing.T) {
 				cancel()
 			}
 		}
-	}
-	r := run(t, ctx, cfg) // run checks that the group is gone
+	})
+	r := run(t, ctx, cfg, obs) // run checks that the group is gone
 	if ooms != n || exits != n || r.ExitCode != ExitOOM {
 		t.Fatalf("%d OOM kills reported, %d exits, last exit %d; want %d, %d, 137", ooms, exits, r.ExitCode, n, n)
 	}

@@ -86,8 +86,6 @@ type Config struct {
 	// init must (PID 1 in a container). Off in tests that share a process.
 	Init bool
 	Log  *slog.Logger
-	// Events receives every event, after it is logged. It must not block.
-	Events func(Event)
 	// Now is the clock events are stamped with; nil is time.Now.
 	Now func() time.Time
 	// Credential, when set, is the user the child runs as: setgroups,
@@ -105,21 +103,76 @@ var forwarded = []os.Signal{
 	unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT,
 }
 
-// ErrStopped is a wait (preflight, backoff) ended because guardrun was told
-// to stop; no child was started after it.
-var ErrStopped = errors.New("stopped before the child started")
+// An Observer consumes a run's events: the notifier, the recorder,
+// systemd's notify protocol. Observe is called on the supervisor's
+// goroutine, in order, after the event is logged; it must not block and
+// must not keep the Event's pointers to change them.
+type Observer interface{ Observe(Event) }
 
-// Run supervises the command to the end: it starts it, and restarts it as
-// the policy says, until it ends for good, guardrun gives up on it, or
-// guardrun is told to stop. The error is guardrun's own failure (no group,
-// no child, preflight); everything the child did is in Result.
-func Run(ctx context.Context, cfg Config) (*Result, error) {
+// ObserverFunc is a function as an Observer.
+type ObserverFunc func(Event)
+
+func (f ObserverFunc) Observe(e Event) { f(e) }
+
+// Supervisor is one run, prepared: its name settled and its first group
+// made, with nothing started and nothing told yet.
+type Supervisor struct {
+	cfg   Config
+	first cgroup.Group
+}
+
+// Prepare settles the run's name and makes its first group, before any
+// event: a name derived from the command (UniqueName) that a live
+// guardrun holds becomes NAME-PID here, so that every consumer is built
+// with the name the run keeps. The error is guardrun's own failure (no
+// group); nothing was started.
+func Prepare(cfg Config) (*Supervisor, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	g, err := cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
+	if errors.Is(err, cgroup.ErrBusy) && cfg.UniqueName {
+		cfg.Name = fmt.Sprintf("%s-%d", cfg.Name, os.Getpid())
+		g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Supervisor{cfg: cfg, first: g}, nil
+}
+
+// Name is the run's name, as every event carries it.
+func (sv *Supervisor) Name() string { return sv.cfg.Name }
+
+// Close removes the first group of a run that was prepared and never run.
+func (sv *Supervisor) Close() {
+	if sv.first != nil {
+		sv.first.Remove()
+		sv.first = nil
+	}
+}
+
+// Run prepares and runs: see Prepare and Supervisor.Run.
+func Run(ctx context.Context, cfg Config, obs ...Observer) (*Result, error) {
+	sv, err := Prepare(cfg)
+	if err != nil {
+		return failed(cfg.Name, err), err
+	}
+	return sv.Run(ctx, obs...)
+}
+
+// Run supervises the command to the end: it starts it, and restarts it as
+// the policy says, until it ends for good, guardrun gives up on it, or
+// guardrun is told to stop. Each event goes to the log and then to obs,
+// in order. The Result is how the run ended on every path, those where no
+// child was started included, and its ExitCode is what guardrun exits
+// with; the error is guardrun's own failure (no child, preflight), for
+// its words.
+func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error) {
+	cfg := sv.cfg
 	var heap heapPlan
 	if cfg.HeapHint && cfg.Limits.Max > 0 {
 		heap = planHeap(cfg.Command, cfg.Env, cfg.Limits.Max, cfg.RestartAt, cfg.DiagDir)
@@ -127,7 +180,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	if cfg.Init {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			return nil, fmt.Errorf("become a child subreaper: %w", err)
+			sv.Close()
+			err = fmt.Errorf("become a child subreaper: %w", err)
+			return failed(cfg.Name, err), err
 		}
 	}
 	// Signals are caught for the whole run, before any child exists, so
@@ -137,10 +192,13 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	defer signal.Stop(sigs)
 
 	s := &supervisor{cfg: cfg, sigs: sigs, ctx: ctx, hints: strings.Join(heap.notes, " "), heap: heap,
-		em:   &emitter{run: cfg.Name, log: cfg.Log, sink: cfg.Events, now: cfg.Now},
-		loop: crashLoop{max: cfg.MaxRestarts, window: cfg.RestartWindow}}
+		em:   &emitter{run: cfg.Name, log: cfg.Log, obs: obs, now: cfg.Now},
+		loop: crashLoop{max: cfg.MaxRestarts, window: cfg.RestartWindow}, next: sv.first}
+	sv.first = nil
 	defer func() { s.sen.close() }()
-	return s.run()
+	r, err := s.run()
+	r.decide()
+	return r, err
 }
 
 // supervisor is the state of one Run across its children.
@@ -156,26 +214,38 @@ type supervisor struct {
 	total    RunTotals // the whole run so far
 	sen      *sentinel // nil until the first child has run for sentinelAfter
 	senTried bool
+	// next is the group the next child starts in, made by Prepare for the
+	// first; nil: runChild makes one.
+	next cgroup.Group
 }
 
 // run is tini's main, with a restart loop around it: preflight, start,
 // supervise, decide, back off.
 func (s *supervisor) run() (*Result, error) {
+	defer func() {
+		if s.next != nil {
+			s.next.Remove()
+		}
+	}()
 	backoff := s.cfg.Backoff
 	var last *Result
 	for {
-		if err := s.preflight(last != nil, &backoff); err != nil {
-			if errors.Is(err, ErrStopped) && last != nil {
-				return s.stopped(last), nil
+		ok, err := s.preflight(last != nil, &backoff)
+		if err != nil {
+			return s.failed(err), err
+		}
+		if !ok {
+			if last == nil {
+				last = &Result{Name: s.cfg.Name, Cause: CauseStopped}
 			}
-			return last, err
+			return s.stopped(last), nil
 		}
 		r, err := s.runChild()
 		if err != nil {
-			return last, err
+			return s.failed(err), err
 		}
 		last = r
-		if r.Stopped {
+		if r.Asked {
 			return s.stopped(r), nil
 		}
 		if !s.cfg.Restart.restarts(r) {
@@ -183,81 +253,93 @@ func (s *supervisor) run() (*Result, error) {
 		}
 		if s.loop.exceeded(s.cfg.Now()) {
 			r.GaveUp = s.loop.reason(r)
-			s.em.emit(Event{Kind: GaveUp, Restarts: s.restarts, ExitCode: r.ExitCode, Cause: r.Cause, Reason: r.GaveUp})
+			s.em.emit(Event{Kind: GaveUp, Restarts: s.restarts, ExitCode: r.ExitCode, Cause: r.Cause, Detail: r.GaveUp})
 			return r, nil
 		}
 		delay := backoff.Next(r.Duration)
 		s.em.emit(Event{Kind: Restarting, Restarts: s.restarts, Delay: delay, Cause: r.Cause, Reason: r.Reason})
-		if err := s.wait(delay); err != nil {
+		if !s.wait(delay) {
 			return s.stopped(r), nil
 		}
 		s.restarts++
 	}
 }
 
+// failed ends the run on guardrun's own failure, with the run's figures
+// so far.
+func (s *supervisor) failed(err error) *Result {
+	r := failed(s.cfg.Name, err)
+	r.Restarts, r.Run = s.restarts, s.total
+	return r
+}
+
+// stopped ends the run because guardrun was asked to stop: after the
+// child it stopped, or with none running.
 func (s *supervisor) stopped(r *Result) *Result {
 	r.Stopped = true
+	r.decide()
 	s.em.emit(Event{Kind: Stopped, Restarts: s.restarts, ExitCode: r.ExitCode})
 	return r
 }
 
-// preflight guards a start. The first start waits at most --preflight-wait
-// and then fails; a restart waits as long as it takes, on the restart
+// preflight guards a start: true when there is room, false when guardrun
+// was told to stop while it waited. The first start rechecks every
+// Preflight.Interval for at most Preflight.Wait and then fails with a
+// *PreflightError; a restart waits as long as it takes, on the restart
 // backoff, because a service under a restart policy is meant to come back
 // once memory does.
-func (s *supervisor) preflight(restart bool, backoff *Backoff) error {
+func (s *supervisor) preflight(restart bool, backoff *Backoff) (bool, error) {
 	p := s.cfg.Preflight
 	if p.Need == 0 {
-		return nil
+		return true, nil
 	}
-	avail := p.Avail
+	avail, interval := p.Avail, p.Interval
 	if avail == nil {
 		avail = MemAvailable
 	}
-	if !restart {
-		p.Sleep = func(_ context.Context, d time.Duration) error { return s.wait(d) }
-		p.Waiting = func(a uint64) {
-			s.em.emit(Event{Kind: PreflightWait, Available: a, Need: p.Need, Delay: p.Wait})
-		}
-		err := p.Check(s.ctx)
-		var pe *PreflightError
-		if errors.As(err, &pe) {
-			s.em.emit(Event{Kind: PreflightFailed, Available: pe.Available, Need: pe.Need})
-		}
-		return err
+	if interval <= 0 {
+		interval = 500 * time.Millisecond
 	}
-	for said := false; ; said = true {
+	var waited time.Duration
+	for {
 		a, err := avail()
 		if err != nil {
-			return fmt.Errorf("preflight: read MemAvailable: %w", err)
+			return false, fmt.Errorf("preflight: read MemAvailable: %w", err)
 		}
 		if a >= p.Need {
-			return nil
+			return true, nil
 		}
-		delay := backoff.Next(0)
-		if !said {
-			s.em.emit(Event{Kind: PreflightWait, Available: a, Need: p.Need, Delay: delay, Restarts: s.restarts})
+		delay, told := backoff.Next(0), p.Wait
+		if !restart {
+			if waited >= p.Wait {
+				s.em.emit(Event{Kind: PreflightFailed, Available: a, Need: p.Need})
+				return false, &PreflightError{Need: p.Need, Available: a, Waited: waited}
+			}
+			delay = min(interval, p.Wait-waited)
+		} else {
+			told = delay
 		}
-		if err := s.wait(delay); err != nil {
-			return err
+		if waited == 0 {
+			s.em.emit(Event{Kind: PreflightWait, Available: a, Need: p.Need, Delay: told, Restarts: s.restarts})
 		}
+		if !s.wait(delay) {
+			return false, nil
+		}
+		waited += delay
 	}
 }
 
-// wait sleeps between children. TERM or INT (or the context) ends it at
-// once with ErrStopped, and no new child is started, even when the stop
-// came in before the wait or together with its end (a zero backoff);
-// orphans are reaped meanwhile; other signals have no child to go to.
-func (s *supervisor) wait(d time.Duration) error {
+// wait sleeps between children: false when TERM or INT (or the context)
+// ended it, and no new child is to be started, even when the stop came in
+// before the wait or together with its end (a zero backoff). Orphans are
+// reaped meanwhile; other signals have no child to go to.
+func (s *supervisor) wait(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			if s.stopPending() {
-				return s.stopping()
-			}
-			return nil
+			return !s.stopPending()
 		case <-s.ctx.Done():
 			return s.stopping()
 		case sig := <-s.sigs:
@@ -268,15 +350,16 @@ func (s *supervisor) wait(d time.Duration) error {
 	}
 }
 
-// stopPending reports a stop that is already asked for, without waiting.
+// stopPending reports a stop that is already asked for, without waiting;
+// Stopping is told when there is one.
 func (s *supervisor) stopPending() bool {
 	for {
 		select {
 		case <-s.ctx.Done():
-			return true
+			return !s.stopping()
 		case sig := <-s.sigs:
 			if s.handleIdle(sig) {
-				return true
+				return !s.stopping()
 			}
 		default:
 			return false
@@ -297,9 +380,11 @@ func (s *supervisor) handleIdle(sig os.Signal) bool {
 	return false
 }
 
-func (s *supervisor) stopping() error {
+// stopping tells that guardrun was asked to stop; it is always false, for
+// wait to return.
+func (s *supervisor) stopping() bool {
 	s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
-	return ErrStopped
+	return false
 }
 
 // WantsDiagDir reports whether a run needs a directory for its runtime's

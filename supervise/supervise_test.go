@@ -37,9 +37,9 @@ func config(t *testing.T, max uint64, mode string, args ...string) Config {
 	}
 }
 
-func run(t *testing.T, ctx context.Context, cfg Config) *Result {
+func run(t *testing.T, ctx context.Context, cfg Config, obs ...Observer) *Result {
 	t.Helper()
-	r, err := Run(ctx, cfg)
+	r, err := Run(ctx, cfg, obs...)
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}

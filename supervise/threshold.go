@@ -75,13 +75,13 @@ func (c *child) crossed() {
 		return
 	}
 	if c.sampler != nil {
-		c.sample()
+		c.sampleOf(time.Now(), st, true)
 	}
 	grace := c.cfg.RestartAtGrace
-	c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Limit: st.Limit,
+	c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit,
 		Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: grace, Diagnosis: c.diagnosis()})
 	if grace <= 0 {
-		c.memoryRestart("restart_at", fmt.Sprintf("its working set reached %s, over --restart-at %s", size(st.WorkingSet), size(c.cfg.RestartAt)), st, time.Time{})
+		c.memoryRestart(ReasonRestartAt, fmt.Sprintf("its working set reached %s, over --restart-at %s", size(st.WorkingSet), size(c.cfg.RestartAt)), st, time.Time{})
 		return
 	}
 	now := time.Now()
@@ -100,7 +100,7 @@ func (c *child) overCheck(now time.Time) {
 	if !now.Before(o.end) {
 		c.endOver()
 		if st.WorkingSet >= c.cfg.RestartAt {
-			c.memoryRestart("restart_at", fmt.Sprintf("its working set stayed over --restart-at %s for %s (now %s)",
+			c.memoryRestart(ReasonRestartAt, fmt.Sprintf("its working set stayed over --restart-at %s for %s (now %s)",
 				size(c.cfg.RestartAt), fmtDuration(o.graceFor), size(st.WorkingSet)), st, time.Time{})
 			return
 		}
@@ -134,7 +134,7 @@ func (c *child) overCheck(now time.Time) {
 		return
 	}
 	c.endOver()
-	c.memoryRestart("restart_at", fmt.Sprintf("its working set, %s over --restart-at %s, grows %s: it would reach %s in %s, before the %s grace ends",
+	c.memoryRestart(ReasonRestartAt, fmt.Sprintf("its working set, %s over --restart-at %s, grows %s: it would reach %s in %s, before the %s grace ends",
 		size(st.WorkingSet), size(c.cfg.RestartAt), leakRateString(rate), what, fmtDuration(left), fmtDuration(o.graceFor)), st, now.Add(left))
 }
 
@@ -210,7 +210,7 @@ func (c *child) memoryRestart(reason, detail string, st cgroup.Stats, by time.Ti
 	if !by.IsZero() {
 		wait = min(wait, time.Until(by)/2)
 	}
-	e := Event{Kind: MemoryRestart, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Limit: st.Limit,
+	e := Event{Kind: MemoryRestart, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit,
 		Threshold: c.cfg.RestartAt, Restarts: c.restarts, Reason: reason, Detail: detail}
 	pids, _ := c.g.Procs()
 	ch := make(chan restartPlan, 1)
@@ -236,7 +236,7 @@ func (c *child) memoryRestart(reason, detail string, st cgroup.Stats, by time.Ti
 // unless the child was asked to stop meanwhile.
 func (c *child) act(plan restartPlan) {
 	c.pending = ""
-	if c.r.Stopped || c.r.Reason != "" {
+	if c.r.Asked || c.r.Reason != "" {
 		return
 	}
 	if c.sampler != nil {

@@ -1,0 +1,362 @@
+package supervise
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"golang.org/x/sys/unix"
+)
+
+// This file puts events into words, the one place that does: the summary
+// line, the notifications, the report's and status's events and systemd's
+// STATUS= all say an event with its Sentence.
+
+// Sentence is the event in one sentence a person reads, naming the run:
+// "api was killed by the kernel OOM killer at its 512 MiB ceiling (peak
+// 512 MiB, ran 4.2s)".
+func (e Event) Sentence() string {
+	size := cgroup.FormatSize
+	switch e.Kind {
+	case Started:
+		s := fmt.Sprintf("%s started (pid %d", e.Run, e.Pid)
+		if e.Ceiling > 0 {
+			s += ", ceiling " + size(e.Ceiling)
+		}
+		if e.Restarts > 0 {
+			s += ", " + Plural(uint64(e.Restarts), "restart", "restarts") + " before it"
+		}
+		return s + ")"
+	case Exited:
+		var fig []string
+		if e.Peak > 0 {
+			peak := "peak " + size(e.Peak)
+			if e.Cause != CauseOOMKill && e.Ceiling > 0 {
+				peak += " of " + size(e.Ceiling)
+			}
+			fig = append(fig, peak)
+		}
+		if e.Uptime > 0 {
+			fig = append(fig, "ran "+fmtDuration(e.Uptime))
+		}
+		if len(fig) == 0 {
+			return e.Run + " " + ended(e)
+		}
+		return fmt.Sprintf("%s %s (%s)", e.Run, ended(e), strings.Join(fig, ", "))
+	case OOMKill:
+		return oomSentence(e)
+	case HeapOOM:
+		return heapSentence(e)
+	case MemoryRestart:
+		why := e.Detail
+		if why == "" {
+			why = restartWhy(e.Reason)
+		}
+		return fmt.Sprintf("guardrun restarted %s before its ceiling: %s", e.Run, why)
+	case ThresholdCrossed:
+		at := e.WorkingSet // what --restart-at is held against
+		if at == 0 {
+			at = e.Usage
+		}
+		return fmt.Sprintf("%s crossed --restart-at %s at %s", e.Run, size(e.Threshold), size(at))
+	case PressureStall:
+		return fmt.Sprintf("%s is stalled on memory (PSI trigger %q): %s", e.Run, e.Trigger, strings.Join(Figures(e.WorkingSet, e.Usage, e.Cache, e.Ceiling, 0), ", "))
+	case LeakSuspected:
+		// The forecast reads the working set (page cache the kernel can
+		// drop is not a leak); usage stands in where there is none.
+		now := e.WorkingSet
+		if now == 0 {
+			now = e.Usage
+		}
+		return fmt.Sprintf("%s looks like it leaks memory: %s (now %s)", e.Run, e.Detail, size(now))
+	case Restarting:
+		return fmt.Sprintf("%s restarting in %s", e.Run, e.Delay.Round(time.Millisecond))
+	case GaveUp:
+		return "guardrun " + gaveUp(e)
+	case PreflightWait:
+		return fmt.Sprintf("%s is waiting for memory: %s available, %s needed", e.Run, size(e.Available), size(e.Need))
+	case PreflightFailed:
+		return fmt.Sprintf("%s was not started: %s available, %s needed", e.Run, size(e.Available), size(e.Need))
+	case Stopping:
+		return e.Run + " is stopping, as asked"
+	case Stopped:
+		return e.Run + " stopped, as asked"
+	case Sampled:
+		return fmt.Sprintf("%s: %s", e.Run, strings.Join(Figures(e.WorkingSet, e.Usage, e.Cache, e.Ceiling, e.Peak), ", "))
+	}
+	return fmt.Sprintf("%s: %s", e.Run, e.Kind)
+}
+
+// Summary is the one line a person reads at the end of a run: the last
+// child's end, as its exited event says it, and the whole run's figures.
+func (r *Result) Summary() string {
+	switch r.Cause {
+	case CauseStopped:
+		return r.Name + ": stopped while waiting for memory; nothing was started"
+	case CausePreflightFailed, CauseError:
+		if r.Err == nil {
+			return r.Name + ": guardrun failed"
+		}
+		return r.Name + ": " + r.Err.Error()
+	}
+	if r.GaveUp != "" {
+		// Its line begins "guardrun: ", which says who gave up.
+		return gaveUp(Event{Kind: GaveUp, Run: r.Name, Detail: r.GaveUp})
+	}
+	line := r.exited().Sentence()
+	var more []string
+	if r.Restarts > 0 {
+		more = append(more, Plural(uint64(r.Restarts), "restart", "restarts")+" before it")
+	}
+	if t := r.Run; t.Children > 1 {
+		whole := []string{"peak " + cgroup.FormatSize(t.Peak)}
+		if t.OOMKills > 0 {
+			whole = append(whole, Plural(t.OOMKills, "OOM kill", "OOM kills"))
+		}
+		if t.HeapOOMs > 0 {
+			whole = append(whole, Plural(uint64(t.HeapOOMs), "heap OOM", "heap OOMs"))
+		}
+		more = append(more, "the whole run: "+strings.Join(whole, ", "))
+	}
+	if len(more) > 0 {
+		// Inside the parentheses: "(peak 64 MiB, ran 1s, 2 restarts before it; the whole run: ...)".
+		sep := ", "
+		if l, ok := strings.CutSuffix(line, ")"); ok {
+			line = l
+		} else {
+			line, sep = line+" (", ""
+		}
+		if r.Restarts > 0 {
+			line += sep + more[0]
+			more, sep = more[1:], "; "
+		} else if sep != "" {
+			sep = "; "
+		}
+		if len(more) > 0 {
+			line += sep + more[0]
+		}
+		line += ")"
+	}
+	return line
+}
+
+// gaveUp says a crash loop guardrun gave up on, without the subject.
+func gaveUp(e Event) string {
+	return fmt.Sprintf("gave up on %s, a crash loop: %s", e.Run, e.Detail)
+}
+
+// ended says how a child ended, in words: "exited 3", "was killed by ...".
+func ended(e Event) string {
+	ceiling := cgroup.FormatSize(e.Ceiling)
+	killer := e.Killer
+	if killer == "" {
+		killer = "the kernel OOM killer"
+	}
+	sig := unix.SignalNum(e.Signal)
+	cause := e.Cause
+	if cause == "" && e.Signal != "" {
+		cause = CauseSignaled
+	}
+	var what string
+	switch {
+	case cause == CauseOOMKill:
+		what = fmt.Sprintf("was killed by %s at its %s ceiling", killer, ceiling)
+	case cause == CauseHeapOOM:
+		what = "ran out of its " + heapWords(e.Heap, e.HeapSetting)
+	case cause == CauseSignaled && e.Asked && !e.Forced:
+		what = fmt.Sprintf("was stopped by signal %d (%s), as asked", int(sig), e.Signal)
+	case cause == CauseSignaled:
+		what = fmt.Sprintf("was killed by signal %d (%s)", int(sig), e.Signal)
+	default:
+		what = fmt.Sprintf("exited %d", e.ExitCode)
+	}
+	if cause != CauseHeapOOM && e.Heap != nil {
+		what += fmt.Sprintf(" after %s (pid %d) ran out of its %s", e.Heap.Runtime, e.Heap.Pid, heapWords(e.Heap, e.HeapSetting))
+	}
+	if cause != CauseOOMKill && e.OOMKills > 0 {
+		what += fmt.Sprintf(" after %s killed %s in its group at its %s ceiling", killer, Plural(e.OOMKills, "process", "processes"), ceiling)
+	}
+	switch e.Reason {
+	case ReasonRestartAt:
+		what += " when guardrun stopped it at the --restart-at threshold"
+	case ReasonPressure:
+		what += " when guardrun stopped it on memory pressure"
+	}
+	if e.Forced {
+		what += " (its group was killed by guardrun after the stop timeout or a second stop request)"
+	}
+	return what
+}
+
+// heapWords names the heap that ran out and what limited it: "192 MiB
+// JavaScript heap: --max-old-space-size, set by guardrun from the 256 MiB
+// ceiling".
+func heapWords(rt *RuntimeReport, setting string) string {
+	if rt == nil {
+		rt = &RuntimeReport{}
+	}
+	w := rt.HeapName()
+	if rt.HeapLimit > 0 {
+		w = cgroup.FormatSize(rt.HeapLimit) + " " + w
+	}
+	if setting != "" {
+		w += ": " + setting
+	}
+	return w
+}
+
+// oomSentence says who the kernel killed. Since the kernel tells each kill
+// while the child lives, the victim may be a worker of a service that
+// goes on (Event.Pid is the main child): that is news of its own, and
+// "was killed" would say the service died when it did not.
+func oomSentence(e Event) string {
+	killer := e.Killer
+	if killer == "" {
+		killer = "the kernel OOM killer"
+	}
+	if v := e.Victim; v != nil && e.Pid != 0 && v.Pid != e.Pid {
+		who := fmt.Sprintf("worker pid %d", v.Pid)
+		if v.Command != "" {
+			who += " (" + v.Command + ")"
+		}
+		at := ""
+		if e.Ceiling > 0 {
+			at = " at the " + cgroup.FormatSize(e.Ceiling) + " ceiling"
+		}
+		return fmt.Sprintf("%s: %s killed %s%s; the service runs on", e.Run, killer, who, at)
+	}
+	return fmt.Sprintf("%s was killed by %s at its %s ceiling (peak %s)", e.Run, killer, cgroup.FormatSize(e.Ceiling), cgroup.FormatSize(e.Peak))
+}
+
+// heapSentence names the runtime, its heap limit and where it was when the
+// heap ran out: "api ran out of its 192 MiB JavaScript heap (node, pid
+// 4242) at processRequest (/srv/app.js:12:5)". What the runtime did not
+// report is left out.
+func heapSentence(e Event) string {
+	var rt RuntimeReport
+	if e.Diagnosis != nil && e.Diagnosis.Runtime != nil {
+		rt = *e.Diagnosis.Runtime
+	}
+	heap := rt.HeapName()
+	if rt.HeapLimit > 0 {
+		heap = cgroup.FormatSize(rt.HeapLimit) + " " + heap
+	}
+	if rt.Runtime == "" {
+		heap = "runtime's " + heap
+	}
+	pid := rt.Pid
+	if pid == 0 {
+		pid = e.Pid
+	}
+	var who []string
+	if rt.Runtime != "" {
+		who = append(who, rt.Runtime)
+	}
+	if pid != 0 {
+		who = append(who, fmt.Sprintf("pid %d", pid))
+	}
+	s := fmt.Sprintf("%s ran out of its %s", e.Run, heap)
+	if len(who) > 0 {
+		s += " (" + strings.Join(who, ", ") + ")"
+	}
+	if f := rt.TopFrame(); f != "" {
+		s += " at " + f
+	}
+	if rt.Pid != 0 && e.Pid != 0 && rt.Pid != e.Pid {
+		s += "; the service runs on" // a worker died, as oomSentence says of one
+	}
+	return s
+}
+
+// TopFrame is the innermost frame of the runtime's stack, without V8's
+// "at "; "" without a stack.
+func (rt *RuntimeReport) TopFrame() string {
+	for _, f := range rt.Stack {
+		if f = strings.TrimPrefix(strings.TrimSpace(f), "at "); f != "" {
+			return f
+		}
+	}
+	return ""
+}
+
+// restartWhy stands in for a memory_restart's Detail, should it be empty.
+func restartWhy(reason string) string {
+	switch reason {
+	case ReasonRestartAt:
+		return "its working set stayed over --restart-at"
+	case ReasonPressure:
+		return "the --pressure trigger fired"
+	}
+	return reason
+}
+
+// Figures are the memory figures a person asks for next, each when known:
+// "working set 180 MiB", "usage 500 MiB", "page cache 320 MiB",
+// "ceiling 512 MiB", "peak 512 MiB". The working set is what the kernel
+// cannot reclaim before it kills; usage counts page cache it can. Without
+// a cgroup the two are one figure (RSS), said once.
+func Figures(ws, usage, cache, ceiling, peak uint64) []string {
+	size := cgroup.FormatSize
+	var f []string
+	if ws > 0 && (ws != usage || cache > 0) {
+		f = append(f, "working set "+size(ws))
+	}
+	if usage > 0 {
+		f = append(f, "usage "+size(usage))
+	}
+	if cache > 0 {
+		f = append(f, "page cache "+size(cache))
+	}
+	if ceiling > 0 {
+		f = append(f, "ceiling "+size(ceiling))
+	}
+	if peak > 0 {
+		f = append(f, "peak "+size(peak))
+	}
+	return f
+}
+
+// HeapFigures is a runtime's heap in a phrase: "heap 190 MiB used of
+// 192 MiB (node, pid 4242)".
+func HeapFigures(rt *RuntimeReport) string {
+	size := cgroup.FormatSize
+	s := rt.HeapName()
+	switch {
+	case rt.HeapUsed > 0 && rt.HeapLimit > 0:
+		s += fmt.Sprintf(" %s used of %s", size(rt.HeapUsed), size(rt.HeapLimit))
+	case rt.HeapLimit > 0:
+		s += " limit " + size(rt.HeapLimit)
+	case rt.HeapUsed > 0:
+		s += " " + size(rt.HeapUsed) + " used"
+	}
+	if rt.Runtime != "" && rt.Pid != 0 {
+		s += fmt.Sprintf(" (%s, pid %d)", rt.Runtime, rt.Pid)
+	}
+	return s
+}
+
+// Plural is "1 restart", "3 restarts".
+func Plural(n uint64, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func fmtDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Round(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Round(100 * time.Millisecond).String()
+	}
+	return d.Round(time.Second).String()
+}
+
+func signalName(s unix.Signal) string {
+	if n := unix.SignalName(s); n != "" {
+		return n
+	}
+	return "signal " + fmt.Sprint(int(s))
+}
