@@ -331,7 +331,6 @@ func (g *v2Group) Remove() error {
 
 func (g *v2Group) Procs() ([]int, error) { return readPids(filepath.Join(g.dir, cgroupProcs)) }
 
-
 // Placement says where v2 groups would go for this process, and why, for
 // guardrun check.
 func Placement(h Hierarchy) string {
