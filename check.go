@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/guardrun/guardrun/cgroup"
-	"github.com/shirou/gopsutil/v4/mem"
+	"github.com/guardrun/guardrun/internal/proc"
 )
 
 // check prints what this host offers and proves it: it creates a small
@@ -35,14 +35,12 @@ func check(w io.Writer) int {
 	if h.V1Pids != "" {
 		fmt.Fprintf(w, "cgroup v1 pids:    %s\n", h.V1Pids)
 	}
-	if vm, err := mem.VirtualMemory(); err == nil {
-		fmt.Fprintf(w, "MemAvailable:      %s of %s\n", cgroup.FormatSize(vm.Available), cgroup.FormatSize(vm.Total))
-	}
-	if sw, err := mem.SwapMemory(); err == nil {
-		if sw.Total == 0 {
+	if m, err := proc.ReadMemInfo(); err == nil {
+		fmt.Fprintf(w, "MemAvailable:      %s of %s\n", cgroup.FormatSize(m.Available), cgroup.FormatSize(m.Total))
+		if m.SwapTotal == 0 {
 			fmt.Fprintf(w, "swap:              none\n")
 		} else {
-			fmt.Fprintf(w, "swap:              %s of %s used (guardrun's default --swap-max 0 keeps the group out of it)\n", cgroup.FormatSize(sw.Used), cgroup.FormatSize(sw.Total))
+			fmt.Fprintf(w, "swap:              %s of %s used (guardrun's default --swap-max 0 keeps the group out of it)\n", cgroup.FormatSize(m.SwapTotal-m.SwapFree), cgroup.FormatSize(m.SwapTotal))
 		}
 	}
 	name := fmt.Sprintf("check-%d", os.Getpid())

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/internal/testchild"
 	"golang.org/x/sys/unix"
 )
@@ -189,14 +190,10 @@ func TestSIGKILLAtRandomPoints(t *testing.T) {
 
 // sentinelOf reports whether guardrun pid has started its sentinel.
 func sentinelOf(pid int) bool {
-	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range procs {
-		st, _ := os.ReadFile(p)
-		i := strings.LastIndexByte(string(st), ')')
-		if f := strings.Fields(string(st[i+1:])); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			if cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline")); strings.TrimRight(string(cmd), "\x00") == "guardrun-sentinel" {
-				return true
-			}
+	kids, _ := proc.Children(pid)
+	for _, k := range kids {
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", k)); strings.TrimRight(string(cmd), "\x00") == "guardrun-sentinel" {
+			return true
 		}
 	}
 	return false

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/internal/testchild"
 	"github.com/guardrun/guardrun/supervise"
 	"github.com/rogpeppe/go-internal/testscript"
@@ -188,15 +189,16 @@ func cmdParent(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	want, err := os.ReadFile(ts.MkAbs(args[1]))
 	ts.Check(err)
-	var st []byte
+	n, err := strconv.Atoi(strings.TrimSpace(string(pid)))
+	ts.Check(err)
+	var st proc.Stat
 	for i := 0; i < 500; i++ {
-		st, _ = os.ReadFile("/proc/" + strings.TrimSpace(string(pid)) + "/stat")
-		if f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:])); len(f) > 1 && f[1] == strings.TrimSpace(string(want)) {
+		if st, err = proc.ReadStat(n); err == nil && strconv.Itoa(st.PPid) == strings.TrimSpace(string(want)) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	ts.Fatalf("process %s does not have parent %s: %s", pid, want, st)
+	ts.Fatalf("process %d does not have parent %s: %+v, %v", n, want, st, err)
 }
 
 // receiver FILE: a real HTTP receiver on 127.0.0.1 for the rest of the

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/user"
 	"regexp"
@@ -15,8 +16,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/supervise"
-	"github.com/shirou/gopsutil/v4/mem"
 	"github.com/urfave/cli/v2"
 )
 
@@ -38,7 +39,7 @@ func env(name string) []string {
 // flags are the command-line contract; README documents each.
 func flags() []cli.Flag {
 	return append([]cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "read flags from a TOML `FILE` (same names as the long flags)", EnvVars: env("config")},
+		configFlag(),
 		&cli.StringFlag{Name: "max", Usage: "memory ceiling `SIZE`: bytes, K M G T (KiB..TiB, base 1024) or N% of RAM", EnvVars: env("max")},
 		&cli.StringFlag{Name: "swap-max", Usage: "swap the group may use beyond --max (`SIZE`); default 0, so the ceiling is the ceiling", EnvVars: env("swap-max")},
 		&cli.Int64Flag{Name: "pids-max", Usage: "most processes and threads in the group (`N`)", EnvVars: env("pids-max")},
@@ -71,11 +72,32 @@ func flags() []cli.Flag {
 	}, append(notifyFlags(), observeFlags()...)...)
 }
 
+// configFlag is --config, of a run and of notify-test: one file serves
+// both, each taking the keys of its own flags.
+func configFlag() cli.Flag {
+	return &cli.StringFlag{Name: "config", Usage: "read flags from a TOML `FILE` (same names as the long flags)", EnvVars: env("config")}
+}
+
+// withConfig applies --config, when given, to the command's own flags
+// (own) before its action runs.
+func withConfig(own []cli.Flag) cli.BeforeFunc {
+	return func(c *cli.Context) error {
+		if p := c.String("config"); p != "" {
+			return applyConfig(c, p, own)
+		}
+		return nil
+	}
+}
+
 // applyConfig fills every flag that neither the command line nor the
 // environment set from the TOML file, so the command line wins over env,
 // env over the file. An unknown key is an error: a typo must not turn a
 // ceiling into no ceiling.
-func applyConfig(c *cli.Context, path string) error {
+// applyConfig sets each key of the TOML file at path that names one of
+// the command's own flags and is not set on the command line or in the
+// environment. A key that is no flag of guardrun's is refused; one of a
+// run's flags that this command lacks is left for the run.
+func applyConfig(c *cli.Context, path string, own []cli.Flag) error {
 	var file map[string]any
 	if _, err := toml.DecodeFile(path, &file); err != nil {
 		return usageError(fmt.Sprintf("--config %s: %v", path, err), "the file is TOML: one `name = value` per line, e.g. max = \"512M\"")
@@ -100,7 +122,7 @@ func applyConfig(c *cli.Context, path string) error {
 			sort.Strings(names)
 			return usageError(fmt.Sprintf("--config %s: unknown key %q", path, k), "keys are the long flag names: "+strings.Join(names, ", "))
 		}
-		if c.IsSet(k) {
+		if c.IsSet(k) || lookupFlag(own, k) == nil {
 			continue
 		}
 		// A list (notify = ["...", "..."]) sets a repeatable flag once per item.
@@ -120,11 +142,6 @@ func applyConfig(c *cli.Context, path string) error {
 // loadSettings layers the sources and validates every value before anything
 // is created, so bad input changes nothing.
 func loadSettings(c *cli.Context) (*settings, error) {
-	if p := c.String("config"); p != "" {
-		if err := applyConfig(c, p); err != nil {
-			return nil, err
-		}
-	}
 	args := c.Args().Slice()
 	if len(args) == 0 {
 		return nil, usageError("no command to run", "put the command after the flags: guardrun --max 512M -- node app.js")
@@ -141,8 +158,8 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	}
 
 	var total uint64
-	if vm, err := mem.VirtualMemory(); err == nil {
-		total = vm.Total
+	if m, err := proc.ReadMemInfo(); err == nil {
+		total = m.Total
 	}
 	size := func(flag string) (uint64, error) {
 		v, err := cgroup.ParseSize(c.String(flag), total)
@@ -232,24 +249,46 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	if s.observe, err = loadObserve(c); err != nil {
 		return nil, err
 	}
+	if s.observe.wantsSamples(len(s.notify.sinks) > 0) {
+		cfg.Sample = s.observe.sample
+		if cfg.Sample > 0 {
+			cfg.LeakWindow = s.observe.leakWindow
+		}
+	}
 	if s.notifyReady = c.String("notify-ready"); s.notifyReady != "started" && s.notifyReady != "child" {
 		return nil, usageError("--notify-ready "+s.notifyReady+": unknown mode", "use started (READY=1 once the child runs) or child (the child sends its own READY=1)")
 	}
 	if u := c.String("user"); u != "" {
 		if cfg.Credential, err = credential(u); err != nil {
-			return nil, usageError("--user "+u+": "+err.Error(), "name a user (and group) that exists here, e.g. --user www-data or --user 1000:1000")
+			hint := "name a user (and group) that exists here, e.g. --user www-data or --user 1000:1000"
+			if errors.Is(err, errNotRoot) {
+				hint = "run guardrun as root (e.g. as a system service), or leave --user out to run the child as yourself"
+			}
+			return nil, usageError("--user "+u+": "+err.Error(), hint)
 		}
 	}
 	cfg.Env = os.Environ()
 	return s, nil
 }
 
+var errNotRoot = errors.New("only root can run a child as another user")
+
 // credential resolves USER[:GROUP]. Without a group the user's primary
 // group is taken; supplementary groups are the user's own, never root's.
 func credential(spec string) (*syscall.Credential, error) {
 	name, group, hasGroup := strings.Cut(spec, ":")
 	if os.Geteuid() != 0 {
-		return nil, fmt.Errorf("only root can run a child as another user")
+		return nil, errNotRoot
+	}
+	// A number is an id, and must be one: an id past 32 bits would wrap
+	// to another (4294967296 is root) in the lookup and in setuid, and
+	// 4294967295 is (uid_t)-1, which setuid takes as "no change".
+	for what, v := range map[string]string{"uid": name, "gid": group} {
+		if v != "" && strings.Trim(v, "0123456789") == "" {
+			if n, err := strconv.ParseUint(v, 10, 32); err != nil || n == math.MaxUint32 {
+				return nil, fmt.Errorf("%s %s is out of range: ids go from 0 to %d", what, v, uint32(math.MaxUint32-1))
+			}
+		}
 	}
 	cred := &syscall.Credential{Groups: []uint32{}}
 	u, err := user.Lookup(name)
@@ -388,14 +427,20 @@ func psiTrigger(v string) (string, error) {
 		return "", errors.New("not of the form some|full:PCT/WINDOW")
 	}
 	p, err := strconv.ParseFloat(strings.TrimSuffix(pct, "%"), 64)
-	if err != nil || p <= 0 || p > 100 {
+	if err != nil || !(p > 0 && p <= 100) { // NaN too
 		return "", errors.New("the percentage must be above 0 and at most 100")
 	}
 	w, err := time.ParseDuration(win)
 	if err != nil || w < 500*time.Millisecond || w > 10*time.Second {
 		return "", errors.New("the window must be a duration from 500ms to 10s")
 	}
-	return fmt.Sprintf("%s %d %d", kind, int64(float64(w.Microseconds())*p/100), w.Microseconds()), nil
+	stall := int64(float64(w.Microseconds()) * p / 100)
+	if stall < 1 {
+		// The kernel refuses a zero threshold (EINVAL) when the run
+		// starts; say it now.
+		return "", fmt.Errorf("%s%% of %s is under a microsecond, the kernel's least stall", strings.TrimSuffix(pct, "%"), w)
+	}
+	return fmt.Sprintf("%s %d %d", kind, stall, w.Microseconds()), nil
 }
 
 // sizeHints are the hints under a refused size: its own (a guess at the

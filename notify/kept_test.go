@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/supervise"
 )
 
@@ -289,7 +290,7 @@ func TestExecTimeoutKillsTheHooksGroup(t *testing.T) {
 		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); os.IsNotExist(err) {
 			break
 		}
-		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(st), ") Z ") {
+		if st, err := proc.ReadStat(pid); err == nil && st.State == 'Z' {
 			break // killed; its parent, the shell, is gone, so init reaps it
 		}
 		if i == 500 {

@@ -7,9 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
-	"strings"
 	"syscall"
+
+	"github.com/guardrun/guardrun/internal/proc"
 )
 
 // DefaultStateDir is where state files go: /run/guardrun for root, as
@@ -61,21 +61,8 @@ func encodeState(st State) ([]byte, error) {
 // of /proc/PID/stat: with the pid it names one process for good, since a
 // reused pid starts later.
 func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// comm (field 2) may hold spaces and parentheses: fields count from
-	// the last ')'.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no comm", pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: short", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	st, err := proc.ReadStat(pid)
+	return st.StartTime, err
 }
 
 // Alive reports whether the guardrun that wrote st still runs: its pid

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/proc"
 )
 
 // What a runtime says about itself when its heap runs out or guardrun
@@ -391,7 +392,7 @@ func moveFile(from, to string) error {
 // startedWithReports reports whether process pid was started with the
 // report flags that point at dir: its environment as it was at exec.
 func startedWithReports(pid int, dir string) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+	b, err := proc.Environ(pid)
 	if err != nil {
 		return false
 	}
@@ -405,20 +406,10 @@ func startedWithReports(pid int, dir string) bool {
 	return false
 }
 
-// catches reports whether process pid has a handler for sig: the SigCgt
-// mask of /proc/PID/status (proc(5)), bit sig-1.
+// catches reports whether process pid has a handler for sig (SigCgt).
 func catches(pid int, sig unix.Signal) bool {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return false
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
-			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && mask&(1<<(uint(sig)-1)) != 0
-		}
-	}
-	return false
+	st, err := proc.ReadStatus(pid)
+	return err == nil && st.Catches(sig)
 }
 
 // jvmMarkerFlag is the -XX:OnOutOfMemoryError that marks a JVM's heap

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/guardrun/guardrun/internal/proc"
 )
 
 // Env marks a process as a test child; its value is unused.
@@ -470,12 +472,8 @@ func WaitFile(t testing.TB, path string) string {
 
 // Alive reports whether pid names a live (not zombie) process.
 func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	st, err := proc.ReadStat(pid)
+	return err == nil && st.State != 'Z' && st.State != 'X'
 }
 
 // RequireTool returns the path of the first of names found in $PATH: a
