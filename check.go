@@ -44,7 +44,7 @@ func check(w io.Writer) int {
 		}
 	}
 	name := fmt.Sprintf("check-%d", os.Getpid())
-	g, err := cgroup.Open(cgroup.Options{Name: name, Backend: h.Version(), Limits: cgroup.Limits{Max: 64 << 20}})
+	g, err := cgroup.Open(cgroup.Options{Name: name, Backend: h.Version(), Limits: cgroup.Limits{Ceiling: 64 << 20}})
 	if err != nil || g.Backend() == "none" {
 		why := h.Why()
 		if err != nil {

@@ -129,7 +129,7 @@ func startObserve(ctx context.Context, o observeSettings, cfg supervise.Config) 
 		kept := notify.KeptDir(o.stateDir, cfg.Name)
 		pending = func() int { return notify.CountKept(kept) }
 	}
-	rec := observe.NewRecorder(observe.Options{Run: cfg.Name, Host: host, Command: notify.RedactArgs(cfg.Command), Ceiling: cfg.Limits.Max,
+	rec := observe.NewRecorder(observe.Options{Run: cfg.Name, Host: host, Command: notify.RedactArgs(cfg.Command), Ceiling: cfg.Limits.Ceiling,
 		RestartAt: cfg.RestartAt, Sample: cfg.Sample, StateDir: dir, Pending: pending, Log: cfg.Log, Now: cfg.Now})
 	ob := &observation{o: o, rec: rec, metrics: observe.NewMetrics(rec.Snapshot)}
 	ctx, ob.cancel = context.WithCancel(ctx)

@@ -167,8 +167,8 @@ func loadSettings(c *cli.Context) (*settings, error) {
 			// A ceiling, or a throttle under it, that no process fits in
 			// is a slip of the unit (cgroup.MinCeiling).
 			most := total
-			if flag == "high" && cfg.Limits.Max > 0 {
-				most = cfg.Limits.Max
+			if flag == "high" && cfg.Limits.Ceiling > 0 {
+				most = cfg.Limits.Ceiling
 			}
 			err = cgroup.CheckFloor(c.String(flag), v, most)
 		}
@@ -183,14 +183,14 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	}
 	var err error
 	if c.String("max") != "" {
-		if cfg.Limits.Max, err = size("max"); err != nil {
+		if cfg.Limits.Ceiling, err = size("max"); err != nil {
 			return nil, err
 		}
 	}
-	if total > 0 && cfg.Limits.Max > total {
+	if total > 0 && cfg.Limits.Ceiling > total {
 		// memory.max bounds RAM alone: a ceiling above the host's RAM is
 		// never reached, and the host's own OOM killer acts first.
-		return nil, usageError(fmt.Sprintf("--max %s is above this host's physical memory (%s)", cgroup.FormatSize(cfg.Limits.Max), cgroup.FormatSize(total)),
+		return nil, usageError(fmt.Sprintf("--max %s is above this host's physical memory (%s)", cgroup.FormatSize(cfg.Limits.Ceiling), cgroup.FormatSize(total)),
 			"a ceiling above RAM is never reached; use a size below it or a percentage like 80%")
 	}
 	if c.String("swap-max") != "" {
@@ -201,7 +201,7 @@ func loadSettings(c *cli.Context) (*settings, error) {
 		}
 		cfg.Limits.SwapSet = true
 	}
-	if cfg.Limits.SwapSet && cfg.Limits.Max == 0 {
+	if cfg.Limits.SwapSet && cfg.Limits.Ceiling == 0 {
 		return nil, usageError("--swap-max needs --max", "set the memory ceiling too, e.g. --max 512M --swap-max 256M")
 	}
 	if cfg.Limits.PidsMax = c.Int64("pids-max"); cfg.Limits.PidsMax < 0 || (c.IsSet("pids-max") && cfg.Limits.PidsMax == 0) {
@@ -231,7 +231,7 @@ func loadSettings(c *cli.Context) (*settings, error) {
 	switch p := c.String("preflight"); p {
 	case "off", "0":
 	case "":
-		cfg.Preflight.Need = cfg.Limits.Max
+		cfg.Preflight.Need = cfg.Limits.Ceiling
 	default:
 		if cfg.Preflight.Need, err = size("preflight"); err != nil {
 			return nil, err
@@ -363,14 +363,14 @@ func loadSupervision(c *cli.Context, cfg *supervise.Config, size func(string) (u
 		}
 	}
 	if v := c.String("restart-at"); v != "" {
-		if strings.HasSuffix(v, "%") && cfg.Limits.Max == 0 {
+		if strings.HasSuffix(v, "%") && cfg.Limits.Ceiling == 0 {
 			return usageError("--restart-at "+v+": a percentage needs --max", "set the ceiling, e.g. --max 512M --restart-at 90%")
 		}
-		at, err := cgroup.ParseSize(v, cfg.Limits.Max)
+		at, err := cgroup.ParseSize(v, cfg.Limits.Ceiling)
 		if err == nil {
 			var below uint64 // a guess must be under --max
-			if cfg.Limits.Max > 0 {
-				below = cfg.Limits.Max - 1
+			if cfg.Limits.Ceiling > 0 {
+				below = cfg.Limits.Ceiling - 1
 			}
 			err = cgroup.CheckFloor(v, at, below)
 		}
@@ -378,8 +378,8 @@ func loadSupervision(c *cli.Context, cfg *supervise.Config, size func(string) (u
 		if errors.As(err, &se) {
 			return usageError(fmt.Sprintf("--restart-at %s: %s", v, se.Reason), sizeHints(se, "use a SIZE or a percentage of --max like 90%")...)
 		}
-		if cfg.Limits.Max > 0 && at >= cfg.Limits.Max {
-			return usageError(fmt.Sprintf("--restart-at %s is not below --max %s", cgroup.FormatSize(at), cgroup.FormatSize(cfg.Limits.Max)), "the restart must come before the ceiling, e.g. --restart-at 90%")
+		if cfg.Limits.Ceiling > 0 && at >= cfg.Limits.Ceiling {
+			return usageError(fmt.Sprintf("--restart-at %s is not below --max %s", cgroup.FormatSize(at), cgroup.FormatSize(cfg.Limits.Ceiling)), "the restart must come before the ceiling, e.g. --restart-at 90%")
 		}
 		cfg.RestartAt = at
 	}

@@ -35,8 +35,8 @@ import (
 
 // Limits are what a run asks the kernel to enforce. Zero means "not set".
 type Limits struct {
-	Max     uint64 // memory.max / memory.limit_in_bytes
-	SwapMax uint64 // memory.swap.max; on v1 memsw.limit_in_bytes = Max+SwapMax
+	Ceiling uint64 // --max: memory.max / memory.limit_in_bytes
+	SwapMax uint64 // memory.swap.max; on v1 memsw.limit_in_bytes = Ceiling+SwapMax
 	PidsMax int64  // pids.max
 	High    uint64 // memory.high (v2) / memory.soft_limit_in_bytes (v1)
 	// SwapSet distinguishes an explicit --swap-max 0 from "unset". guardrun
@@ -48,7 +48,7 @@ type Limits struct {
 type Stats struct {
 	Current  uint64 // memory.current / memory.usage_in_bytes: all the group is charged for
 	Peak     uint64 // memory.peak / memory.max_usage_in_bytes
-	Limit    uint64 // the ceiling the kernel holds, read back
+	Ceiling  uint64 // memory.max / memory.limit_in_bytes, as the kernel holds it
 	OOMKills uint64 // memory.events oom_kill / memory.oom_control oom_kill
 	High     uint64 // memory.events high: times usage hit memory.high (v2 only)
 	// WorkingSet is the memory the kernel cannot simply reclaim: Current
@@ -155,7 +155,7 @@ func Open(o Options) (Group, error) {
 	}
 	// Refused before anything is made: on v1 guardrun's own thread would
 	// join a group this small to fork the child, and be OOM-killed there.
-	if m := o.Limits.Max; m > 0 && m < MinCeiling {
+	if m := o.Limits.Ceiling; m > 0 && m < MinCeiling {
 		return nil, fmt.Errorf("a memory ceiling of %s cannot hold a process (the least is %s)", bytesWord(m), FormatSize(MinCeiling))
 	}
 	h := Discover()

@@ -58,13 +58,13 @@ func child(mode string, args ...string) *exec.Cmd {
 }
 
 func TestLimitsAreReadBack(t *testing.T) {
-	g := open(t, Limits{Max: 64 << 20, PidsMax: 64, High: 48 << 20})
+	g := open(t, Limits{Ceiling: 64 << 20, PidsMax: 64, High: 48 << 20})
 	s, err := g.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Limit != 64<<20 {
-		t.Fatalf("limit reads %d, want %d", s.Limit, 64<<20)
+	if s.Ceiling != 64<<20 {
+		t.Fatalf("limit reads %d, want %d", s.Ceiling, 64<<20)
 	}
 	pids, high := filepath.Join(g.Path(), pidsMax), filepath.Join(g.Path(), v2High)
 	if v1, ok := g.(*v1Group); ok {
@@ -79,7 +79,7 @@ func TestLimitsAreReadBack(t *testing.T) {
 }
 
 func TestChildStartsInsideGroup(t *testing.T) {
-	g := open(t, Limits{Max: 256 << 20})
+	g := open(t, Limits{Ceiling: 256 << 20})
 	c := child("cgroup")
 	var out strings.Builder
 	c.Stdout = &out
@@ -105,7 +105,7 @@ func TestChildStartsInsideGroup(t *testing.T) {
 }
 
 func TestOOMKillAtCeiling(t *testing.T) {
-	requireOOMKillAtCeiling(t, open(t, Limits{Max: 64 << 20}))
+	requireOOMKillAtCeiling(t, open(t, Limits{Ceiling: 64 << 20}))
 }
 
 // requireOOMKillAtCeiling starts a leaking child in g, a group with a
@@ -135,7 +135,7 @@ func requireOOMKillAtCeiling(t *testing.T, g Group) {
 }
 
 func TestChildUnderCeilingExitsNormally(t *testing.T) {
-	g := open(t, Limits{Max: 128 << 20})
+	g := open(t, Limits{Ceiling: 128 << 20})
 	c := child("alloc", "32")
 	if err := g.Start(c); err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestChildUnderCeilingExitsNormally(t *testing.T) {
 }
 
 func TestKillTakesGrandchildren(t *testing.T) {
-	g := open(t, Limits{Max: 256 << 20})
+	g := open(t, Limits{Ceiling: 256 << 20})
 	pidfile := filepath.Join(t.TempDir(), "pids")
 	c := child("tree", "3", pidfile)
 	if err := g.Start(c); err != nil {
@@ -179,7 +179,7 @@ func TestStaleGroupIsCleaned(t *testing.T) {
 	h := Discover()
 	testchild.RequireCgroup(t, h.Version(), "")
 	name := fmt.Sprintf("grtest-stale-%d", os.Getpid())
-	old, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: 64 << 20}})
+	old, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Ceiling: 64 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func TestStaleGroupIsCleaned(t *testing.T) {
 	case *v2Group:
 		g.lock.Close()
 	}
-	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: 32 << 20}})
+	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Ceiling: 32 << 20}})
 	if err != nil {
 		t.Fatalf("Open over a stale group: %v", err)
 	}
@@ -208,21 +208,21 @@ func TestStaleGroupIsCleaned(t *testing.T) {
 	if testchild.Alive(c.Process.Pid) {
 		t.Fatalf("the stale group's process %d is alive", c.Process.Pid)
 	}
-	if s, _ := g.Stats(); s.Limit != 32<<20 || s.Peak > 1<<20 {
+	if s, _ := g.Stats(); s.Ceiling != 32<<20 || s.Peak > 1<<20 {
 		t.Fatalf("the group was not made anew: %+v", s)
 	}
 }
 
 func TestLiveNameIsBusy(t *testing.T) {
-	g := open(t, Limits{Max: 64 << 20})
-	_, err := Open(Options{Name: filepath.Base(g.Path()), Backend: g.Backend(), Limits: Limits{Max: 64 << 20}})
+	g := open(t, Limits{Ceiling: 64 << 20})
+	_, err := Open(Options{Name: filepath.Base(g.Path()), Backend: g.Backend(), Limits: Limits{Ceiling: 64 << 20}})
 	if !errors.Is(err, ErrBusy) {
 		t.Fatalf("second Open of a live name: %v, want ErrBusy", err)
 	}
 }
 
 func TestPidsMaxStopsForks(t *testing.T) {
-	g := open(t, Limits{Max: 256 << 20, PidsMax: 12})
+	g := open(t, Limits{Ceiling: 256 << 20, PidsMax: 12})
 	c := child("tree", "20", filepath.Join(t.TempDir(), "pids"))
 	var out strings.Builder
 	c.Stderr = &out
@@ -238,7 +238,7 @@ func TestPidsMaxStopsForks(t *testing.T) {
 }
 
 func TestNoCgroupBackendKillsAtCeiling(t *testing.T) {
-	g, err := Open(Options{Name: "grtest-none", Backend: "none", Limits: Limits{Max: 64 << 20}})
+	g, err := Open(Options{Name: "grtest-none", Backend: "none", Limits: Limits{Ceiling: 64 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -310,7 +310,7 @@ func waitNotice(t *testing.T, w *Watcher, want Notice) {
 }
 
 func TestWatchThresholdFiresBeforeTheCeiling(t *testing.T) {
-	g := open(t, Limits{Max: 256 << 20})
+	g := open(t, Limits{Ceiling: 256 << 20})
 	w, err := g.Watch(WatchSpec{Threshold: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -333,7 +333,7 @@ func TestWatchPressureV2(t *testing.T) {
 	testchild.RequireCgroup(t, h.Version(), "v2")
 	// memory.high far below what the child touches: the kernel throttles
 	// it in reclaim, which is a memory stall, which PSI reports.
-	g := open(t, Limits{Max: 256 << 20, High: 16 << 20})
+	g := open(t, Limits{Ceiling: 256 << 20, High: 16 << 20})
 	w, err := g.Watch(WatchSpec{Trigger: "some 10000 500000"})
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +364,7 @@ func TestReclaim(t *testing.T) {
 	h := Discover()
 	testchild.RequireCgroup(t, h.Version(), "")
 	name := fmt.Sprintf("grtest-reclaim-%d", os.Getpid())
-	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: 64 << 20}})
+	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Ceiling: 64 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}

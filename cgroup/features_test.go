@@ -112,7 +112,7 @@ func TestFeatureSeccompHelper(t *testing.T) {
 		t.Logf("no v2 group to start a child in (%s, euid %d): the probe alone was checked", h.Version(), os.Geteuid())
 		return
 	}
-	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 128 << 20})
 	if g.(*v2Group).noClone == nil {
 		t.Fatal("Open did not find that CLONE_INTO_CGROUP is refused")
 	}
@@ -185,7 +185,7 @@ func assertStartsInside(t *testing.T, g Group) {
 }
 
 func TestStartJoinedPutsChildInside(t *testing.T) {
-	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 128 << 20})
 	forceJoin(t, g)
 	assertStartsInside(t, g)
 }
@@ -194,7 +194,7 @@ func TestStartJoinedPutsChildInside(t *testing.T) {
 // the memory and pids groups both. It runs on the host, where guardrun
 // itself starts v1 children from a lent thread.
 func TestStartJoinedIntoV1Groups(t *testing.T) {
-	g := openAs(t, "gk", "v1", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v1", Limits{Ceiling: 128 << 20})
 	v1 := g.(*v1Group)
 	c := child("cgroup")
 	var out strings.Builder
@@ -214,7 +214,7 @@ func TestStartJoinedIntoV1Groups(t *testing.T) {
 }
 
 func TestStartJoinedOOMKillAtCeiling(t *testing.T) {
-	g := openAs(t, "gk", "v2", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 64 << 20})
 	forceJoin(t, g)
 	requireOOMKillAtCeiling(t, g)
 }
@@ -223,7 +223,7 @@ func TestStartJoinedOOMKillAtCeiling(t *testing.T) {
 // then is charged to the group: at the floor on --max (8 MiB, MinCeiling)
 // a trivial child must still start and exit without an OOM kill.
 func TestStartJoinedAtTheFloor(t *testing.T) {
-	g := openAs(t, "gk", "v2", Limits{Max: 8 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 8 << 20})
 	forceJoin(t, g)
 	c := child("exit", "0")
 	if err := g.Start(c); err != nil {
@@ -239,13 +239,13 @@ func TestStartJoinedAtTheFloor(t *testing.T) {
 	if s.OOMKills != 0 {
 		t.Fatalf("oom_kill %d at 8 MiB", s.OOMKills)
 	}
-	t.Logf("peak %s of %s", FormatSize(s.Peak), FormatSize(s.Limit))
+	t.Logf("peak %s of %s", FormatSize(s.Peak), FormatSize(s.Ceiling))
 }
 
 // The command's environment and descriptors are its own: no marker, no
 // socket to the shim's parent.
 func TestStartJoinedLeavesNoTrace(t *testing.T) {
-	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 128 << 20})
 	forceJoin(t, g)
 	ready := filepath.Join(t.TempDir(), "ready")
 	c := child("ready", ready, "30s")
@@ -281,7 +281,7 @@ func TestStartJoinedLeavesNoTrace(t *testing.T) {
 // own: "not found" and "not executable" keep their errors (127, 126),
 // and nothing is left in the group.
 func TestStartJoinedExecErrors(t *testing.T) {
-	g := openAs(t, "gk", "v2", Limits{Max: 128 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 128 << 20})
 	forceJoin(t, g)
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "plain")
@@ -367,7 +367,7 @@ func TestStartJoinedShimWithoutGoRunsNothing(t *testing.T) {
 }
 
 func TestCheckProbeRunsInside(t *testing.T) {
-	g := openAs(t, "gk", "", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "", Limits{Ceiling: 64 << 20})
 	p, err := Prove(g)
 	if err != nil {
 		t.Fatal(err)
@@ -383,7 +383,7 @@ func TestCheckProbeRunsInside(t *testing.T) {
 }
 
 func TestCheckProbeJoined(t *testing.T) {
-	g := openAs(t, "gk", "v2", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 64 << 20})
 	forceJoin(t, g)
 	p, err := Prove(g)
 	if err != nil {
@@ -397,7 +397,7 @@ func TestCheckProbeJoined(t *testing.T) {
 // On this kernel (6.18 on the host, 6.1 in the VM) every feature guardrun
 // uses is there, save those that depend on how it was booted or built.
 func TestFeaturesOnThisKernel(t *testing.T) {
-	g := openAs(t, "gk", "", Limits{Max: 64 << 20})
+	g := openAs(t, "gk", "", Limits{Ceiling: 64 << 20})
 	p, err := Prove(g)
 	if err != nil {
 		t.Fatal(err)
@@ -421,7 +421,7 @@ func TestFeaturesOnThisKernel(t *testing.T) {
 // Kill leaves nothing in the group, grandchildren included: by
 // cgroup.kill where the kernel has it (as here), else by killAll.
 func TestFeatureKillEmptiesTheGroup(t *testing.T) {
-	g := openAs(t, "gk", "v2", Limits{Max: 256 << 20})
+	g := openAs(t, "gk", "v2", Limits{Ceiling: 256 << 20})
 	pidfile := filepath.Join(t.TempDir(), "pids")
 	c := child("tree", "3", pidfile)
 	if err := g.Start(c); err != nil {
@@ -450,7 +450,7 @@ func BenchmarkStartV2Cloned(b *testing.B) { benchStart(b, false) }
 func BenchmarkStartV2Joined(b *testing.B) { benchStart(b, true) }
 
 func benchStart(b *testing.B, join bool) {
-	g := openAs(b, "gk", "v2", Limits{Max: 128 << 20})
+	g := openAs(b, "gk", "v2", Limits{Ceiling: 128 << 20})
 	if join {
 		forceJoin(b, g)
 	}

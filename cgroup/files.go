@@ -83,13 +83,13 @@ func writeLimits(ls ...limitFile) error {
 // keeps whole pages, rounded down, so the memory limit may read up to a page
 // less than asked.
 func verifyLimits(maxFile, pidsFile string, l Limits) error {
-	if l.Max > 0 {
+	if l.Ceiling > 0 {
 		got, err := readUint(maxFile)
 		if err != nil {
 			return err
 		}
-		if page := uint64(os.Getpagesize()); got > l.Max || l.Max-got >= page {
-			return fmt.Errorf("%s reads %d after writing %d: the kernel did not take the ceiling", maxFile, got, l.Max)
+		if page := uint64(os.Getpagesize()); got > l.Ceiling || l.Ceiling-got >= page {
+			return fmt.Errorf("%s reads %d after writing %d: the kernel did not take the ceiling", maxFile, got, l.Ceiling)
 		}
 	}
 	if l.PidsMax > 0 {

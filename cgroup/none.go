@@ -53,7 +53,7 @@ type noneGroup struct {
 }
 
 func openNone(o Options, reason string) Group {
-	return &noneGroup{Reason: reason, max: o.Limits.Max, tree: map[int]uint64{}}
+	return &noneGroup{Reason: reason, max: o.Limits.Ceiling, tree: map[int]uint64{}}
 }
 
 // NoCgroupReason returns why g enforces no cgroup, or "" for a real group.
@@ -83,7 +83,7 @@ func (g *noneGroup) Start(cmd *exec.Cmd) error {
 	unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&reaper)), 0, 0, 0)
 	g.subreaper = reaper != 0
 	g.session, _ = unix.Getsid(0)
-	g.s = Stats{Limit: g.max}
+	g.s = Stats{Ceiling: g.max}
 	g.mu.Unlock()
 	g.stop, g.done = make(chan struct{}), make(chan struct{})
 	go g.watch()

@@ -108,7 +108,7 @@ func TestStartFloorHoldsATrivialProcess(t *testing.T) {
 	cat := testchild.RequireTool(t, "apt-get install coreutils", "cat")
 	sh := testchild.RequireTool(t, "apt-get install dash", "sh")
 	for _, argv := range [][]string{{cat, "/dev/null"}, {sh, "-c", ":"}} {
-		g, name := openName(t, Limits{Max: MinCeiling})
+		g, name := openName(t, Limits{Ceiling: MinCeiling})
 		c := exec.Command(argv[0], argv[1:]...)
 		c.Env = testchild.Environ()
 		if raceEnabled {
@@ -140,7 +140,7 @@ func TestStartFloorHoldsATrivialProcess(t *testing.T) {
 		if s.OOMKills != 0 {
 			t.Errorf("%v at %s: oom_kill %d", argv, FormatSize(MinCeiling), s.OOMKills)
 		}
-		t.Logf("%s: %v peaked at %s of %s", g.Backend(), argv, FormatSize(s.Peak), FormatSize(s.Limit))
+		t.Logf("%s: %v peaked at %s of %s", g.Backend(), argv, FormatSize(s.Peak), FormatSize(s.Ceiling))
 		if err := g.Remove(); err != nil {
 			t.Fatal(err)
 		}
@@ -153,7 +153,7 @@ func TestStartFloorRefusedBeforeAnythingIsMade(t *testing.T) {
 	testchild.RequireCgroup(t, h.Version(), "")
 	name := gfName(t)
 	for _, max := range []uint64{256, 1 << 10, MinCeiling - 1} {
-		_, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: max}})
+		_, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Ceiling: max}})
 		if err == nil || !strings.Contains(err.Error(), "cannot hold a process (the least is 8 MiB)") {
 			t.Errorf("Open with --max %d: %v; want it refused", max, err)
 		}
@@ -167,7 +167,7 @@ func TestStartOpenRefusedLimitLeavesNoGroup(t *testing.T) {
 	name := gfName(t)
 	// pids.max takes at most PID_MAX_LIMIT (2^22); the kernel refuses more
 	// with EINVAL after the group's directories are made.
-	_, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Max: 64 << 20, PidsMax: 1 << 40}})
+	_, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Ceiling: 64 << 20, PidsMax: 1 << 40}})
 	if err == nil || !strings.Contains(err.Error(), "invalid argument") {
 		t.Errorf("Open with pids.max 2^40: %v; want the kernel's EINVAL", err)
 	}
@@ -178,7 +178,7 @@ func TestStartOpenRefusedLimitLeavesNoGroup(t *testing.T) {
 }
 
 func TestStartCommandNotFoundLeavesNoGroup(t *testing.T) {
-	g, name := openName(t, Limits{Max: 64 << 20})
+	g, name := openName(t, Limits{Ceiling: 64 << 20})
 	// A path, so os/exec forks (from inside the group on v1) and the
 	// execve itself fails.
 	err := g.Start(exec.Command(filepath.Join(t.TempDir(), "gf-no-such-command")))
@@ -186,7 +186,7 @@ func TestStartCommandNotFoundLeavesNoGroup(t *testing.T) {
 }
 
 func TestStartNotExecutableLeavesNoGroup(t *testing.T) {
-	g, name := openName(t, Limits{Max: 64 << 20})
+	g, name := openName(t, Limits{Ceiling: 64 << 20})
 	script := filepath.Join(t.TempDir(), "gf-not-executable")
 	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -199,7 +199,7 @@ func TestStartForkRefusedV1LeavesNoGroup(t *testing.T) {
 	testchild.RequireCgroup(t, Discover().Version(), "v1")
 	// On v1 the lent thread counts in pids.current while it forks: with
 	// pids.max 1 the kernel refuses the fork (EAGAIN) inside the group.
-	g, name := openName(t, Limits{Max: 64 << 20, PidsMax: 1})
+	g, name := openName(t, Limits{Ceiling: 64 << 20, PidsMax: 1})
 	c := exec.Command(testchild.Command("exit", "0")[0], testchild.Command("exit", "0")[1:]...)
 	c.Env = testchild.Environ()
 	err := g.Start(c)
@@ -210,7 +210,7 @@ func TestStartMoveIntoGroupFailsV1LeavesNoGroup(t *testing.T) {
 	testchild.RequireCgroup(t, Discover().Version(), "v1")
 	for _, gone := range []string{"pids", "memory"} {
 		t.Run(gone, func(t *testing.T) {
-			g, name := openName(t, Limits{Max: 64 << 20})
+			g, name := openName(t, Limits{Ceiling: 64 << 20})
 			v1 := g.(*v1Group)
 			if v1.pids == "" {
 				t.Skip("no v1 pids hierarchy")
@@ -235,7 +235,7 @@ func TestStartMoveIntoGroupFailsV1LeavesNoGroup(t *testing.T) {
 
 func TestStartMoveBackFailsV1EndsTheThread(t *testing.T) {
 	testchild.RequireCgroup(t, Discover().Version(), "v1")
-	g, name := openName(t, Limits{Max: 64 << 20})
+	g, name := openName(t, Limits{Ceiling: 64 << 20})
 	v1 := g.(*v1Group)
 	// The way home leads to a memory group that does not exist: the write
 	// fails and the thread is still in the child's memory group. It must

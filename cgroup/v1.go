@@ -88,11 +88,11 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 // wrote neither for these Limits.
 func (g *v1Group) setLimits(l Limits) error {
 	ls := []limitFile{
-		{filepath.Join(g.mem, v1Limit), l.Max},
+		{filepath.Join(g.mem, v1Limit), l.Ceiling},
 		{filepath.Join(g.mem, v1SoftLimit), l.High},
 	}
-	if memsw := filepath.Join(g.mem, v1MemswLim); l.Max > 0 && fileExists(memsw) {
-		ls = append(ls, limitFile{memsw, l.Max + l.SwapMax})
+	if memsw := filepath.Join(g.mem, v1MemswLim); l.Ceiling > 0 && fileExists(memsw) {
+		ls = append(ls, limitFile{memsw, l.Ceiling + l.SwapMax})
 	}
 	if g.pids != "" {
 		ls = append(ls, limitFile{filepath.Join(g.pids, pidsMax), uint64(max(l.PidsMax, 0))})
@@ -296,12 +296,12 @@ func (g *v1Group) Stats() (Stats, error) {
 	if s.Peak, err = readUint(filepath.Join(g.mem, v1MaxUsage)); err != nil {
 		return s, err
 	}
-	if s.Limit, err = readUint(filepath.Join(g.mem, v1Limit)); err != nil {
+	if s.Ceiling, err = readUint(filepath.Join(g.mem, v1Limit)); err != nil {
 		return s, err
 	}
 	// An unlimited v1 group reads a page-rounded LONG_MAX, not "max".
-	if s.Limit >= 1<<62 {
-		s.Limit = 0
+	if s.Ceiling >= 1<<62 {
+		s.Ceiling = 0
 	}
 	// oom_kill is in memory.oom_control since Linux 4.13.
 	if s.OOMKills, err = readKey(filepath.Join(g.mem, v1OOMCtl), "oom_kill"); err != nil {

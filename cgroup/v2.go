@@ -153,14 +153,14 @@ func (g *v2Group) setLimits(parent string, l Limits) error {
 		return err
 	}
 	err := writeLimits(
-		limitFile{filepath.Join(g.dir, v2Max), l.Max},
+		limitFile{filepath.Join(g.dir, v2Max), l.Ceiling},
 		limitFile{filepath.Join(g.dir, v2High), l.High},
 		limitFile{filepath.Join(g.dir, pidsMax), uint64(max(l.PidsMax, 0))},
 	)
 	if err != nil {
 		return err
 	}
-	if sw := filepath.Join(g.dir, v2SwapMax); l.Max > 0 && fileExists(sw) {
+	if sw := filepath.Join(g.dir, v2SwapMax); l.Ceiling > 0 && fileExists(sw) {
 		return writeFile(sw, strconv.FormatUint(l.SwapMax, 10))
 	}
 	return nil
@@ -281,7 +281,7 @@ func (g *v2Group) Stats() (Stats, error) {
 	if s.Peak, err = readUint(filepath.Join(g.dir, v2Peak)); err != nil {
 		s.Peak = s.Current
 	}
-	if s.Limit, err = readUint(filepath.Join(g.dir, v2Max)); err != nil {
+	if s.Ceiling, err = readUint(filepath.Join(g.dir, v2Max)); err != nil {
 		return s, err
 	}
 	events, err := readStat(filepath.Join(g.dir, v2Events)) // one read for both

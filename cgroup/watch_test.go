@@ -234,7 +234,7 @@ func highUntouched(t *testing.T, g Group) {
 // under it, so no Threshold notice comes, and nothing throttles the child.
 func TestWatchThresholdIgnoresPageCache(t *testing.T) {
 	const threshold = 64 << 20
-	g := openAs(t, "gw", "", Limits{Max: 512 << 20})
+	g := openAs(t, "gw", "", Limits{Ceiling: 512 << 20})
 	w, err := watchOrFail(t, g, WatchSpec{Threshold: threshold, OOM: true})
 	if err != nil {
 		t.Fatal(err)
@@ -266,7 +266,7 @@ func TestWatchThresholdIgnoresPageCache(t *testing.T) {
 // after a new crossing.
 func TestWatchThresholdOnAnonymousLeak(t *testing.T) {
 	const threshold = 64 << 20
-	g := openAs(t, "gw", "", Limits{Max: 512 << 20})
+	g := openAs(t, "gw", "", Limits{Ceiling: 512 << 20})
 	w, err := watchOrFail(t, g, WatchSpec{Threshold: threshold})
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +293,7 @@ func TestWatchThresholdOnAnonymousLeak(t *testing.T) {
 // also counts the kernel's own memory.oom_control eventfd signals.
 func TestWatchOOMKillOfAWorker(t *testing.T) {
 	const workers = 3
-	g := openAs(t, "gw", "", Limits{Max: 128 << 20})
+	g := openAs(t, "gw", "", Limits{Ceiling: 128 << 20})
 	w, err := watchOrFail(t, g, WatchSpec{OOM: true})
 	if err != nil {
 		t.Fatal(err)
@@ -361,7 +361,7 @@ func TestWatchOOMKillOfAWorker(t *testing.T) {
 // Without a cgroup the sampler sends both: Threshold once as the tree's
 // RSS crosses, OOMKill when it kills the tree at the ceiling.
 func TestWatchNoCgroupThresholdAndOOMKill(t *testing.T) {
-	g, err := Open(Options{Name: "gw-none", Backend: "none", Limits: Limits{Max: 96 << 20}})
+	g, err := Open(Options{Name: "gw-none", Backend: "none", Limits: Limits{Ceiling: 96 << 20}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -501,7 +501,7 @@ func limitFds(t *testing.T, n int) (restore func()) {
 
 // removedGW is a real group that Remove took away under its Group.
 func removedGW(t *testing.T) Group {
-	g := openAs(t, "gw", "", Limits{Max: 64 << 20})
+	g := openAs(t, "gw", "", Limits{Ceiling: 64 << 20})
 	if err := g.Remove(); err != nil {
 		t.Fatal(err)
 	}
@@ -512,7 +512,7 @@ func TestWatchErrorsV1(t *testing.T) {
 	h := Discover()
 	testchild.RequireCgroup(t, h.Version(), "v1")
 	t.Run("pressure trigger", func(t *testing.T) {
-		watchFails(t, openAs(t, "gw", "", Limits{Max: 64 << 20}), WatchSpec{Threshold: 1 << 20, OOM: true, Trigger: "some 10000 500000"}, "need cgroup v2")
+		watchFails(t, openAs(t, "gw", "", Limits{Ceiling: 64 << 20}), WatchSpec{Threshold: 1 << 20, OOM: true, Trigger: "some 10000 500000"}, "need cgroup v2")
 	})
 	t.Run("threshold on a removed group", func(t *testing.T) {
 		watchFails(t, removedGW(t), WatchSpec{Threshold: 1 << 20, OOM: true}, "no such file")
@@ -556,7 +556,7 @@ func TestWatchErrorsV1(t *testing.T) {
 		{"oom without a descriptor after a threshold", WatchSpec{Threshold: 1 << 20, OOM: true}, 3, "register an OOM eventfd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			watchFailsWithFds(t, openAs(t, "gw", "", Limits{Max: 64 << 20}), tc.s, tc.fds, tc.want)
+			watchFailsWithFds(t, openAs(t, "gw", "", Limits{Ceiling: 64 << 20}), tc.s, tc.fds, tc.want)
 		})
 	}
 }
@@ -593,7 +593,7 @@ func TestWatchErrorsV2(t *testing.T) {
 	t.Run("trigger the kernel refuses", func(t *testing.T) {
 		// The window must be 500 ms to 10 s (psi.rst): the threshold and
 		// OOM watches are set up first and must be closed again.
-		g := openAs(t, "gw", "", Limits{Max: 64 << 20})
+		g := openAs(t, "gw", "", Limits{Ceiling: 64 << 20})
 		watchFails(t, g, WatchSpec{Threshold: 1 << 20, OOM: true, Trigger: "some 1000 1000"}, "invalid argument")
 		highUntouched(t, g)
 	})
@@ -621,7 +621,7 @@ func TestWatchErrorsV2(t *testing.T) {
 		{"no descriptors for the watcher's pipe", WatchSpec{Trigger: "some 10000 500000"}, 1, "watcher pipe: too many open files"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			g := openAs(t, "gw", "", Limits{Max: 64 << 20})
+			g := openAs(t, "gw", "", Limits{Ceiling: 64 << 20})
 			watchFailsWithFds(t, g, tc.s, tc.fds, tc.want)
 			highUntouched(t, g)
 		})
@@ -683,7 +683,7 @@ func TestWatchErrorsNone(t *testing.T) {
 // then closes the watcher): the watches go quiet, send nothing, do not
 // spin, and Close returns.
 func TestWatchGroupRemovedUnderIt(t *testing.T) {
-	g := openAs(t, "gw", "", Limits{Max: 64 << 20})
+	g := openAs(t, "gw", "", Limits{Ceiling: 64 << 20})
 	s := WatchSpec{Threshold: 1 << 20, OOM: true}
 	if g.Backend() == "v2" {
 		s.Trigger = "some 10000 500000"

@@ -31,7 +31,7 @@ func TestRecorderFollowsARealRun(t *testing.T) {
 	rec := NewRecorder(Options{Run: "obs-real", Command: []string{"app", "--port", "8080"}, Ceiling: 64 << 20, Sample: 20 * time.Millisecond, StateDir: dir})
 	var sawState bool
 	cfg := supervise.Config{
-		Name: "obs-real", Command: testchild.Command("hold", "8", "300ms"), Limits: cgroup.Limits{Max: 64 << 20},
+		Name: "obs-real", Command: testchild.Command("hold", "8", "300ms"), Limits: cgroup.Limits{Ceiling: 64 << 20},
 		StopSignal: 15, StopTimeout: time.Second, Sample: 20 * time.Millisecond, Env: testchild.Environ(),
 	}
 	r, err := supervise.Run(context.Background(), cfg, rec, supervise.ObserverFunc(func(supervise.Event) {

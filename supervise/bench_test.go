@@ -31,7 +31,7 @@ func BenchmarkStartGuarded(b *testing.B) {
 		Name:    "grbench",
 		Command: testchild.Command("exit", "0"),
 		Backend: h.Version(),
-		Limits:  cgroup.Limits{Max: 256 << 20},
+		Limits:  cgroup.Limits{Ceiling: 256 << 20},
 		Env:     testchild.Environ(),
 	}
 	for b.Loop() {

@@ -44,7 +44,7 @@ func (s *supervisor) runChild() (*Result, error) {
 	if err := g.Start(cmd); err != nil {
 		return nil, &StartError{Command: cfg.Command[0], Err: err}
 	}
-	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Ceiling: cfg.Limits.Max, Restarts: s.restarts, Backend: g.Backend(), Cgroup: g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
+	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Ceiling: cfg.Limits.Ceiling, Restarts: s.restarts, Backend: g.Backend(), Cgroup: g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
 	s.hints = ""
 
 	r := &Result{Name: cfg.Name, Backend: g.Backend(), Path: g.Path(), Pid: cmd.Process.Pid, Restarts: s.restarts}
@@ -59,7 +59,7 @@ func (s *supervisor) runChild() (*Result, error) {
 		c.sampler = &sampler{every: cfg.Sample}
 		if cfg.LeakWindow > 0 {
 			// Per child: a restart's start-up ramp is a new warm-up.
-			c.leaks = newLeakDetector(cfg.LeakWindow, cfg.Limits.Max)
+			c.leaks = newLeakDetector(cfg.LeakWindow, cfg.Limits.Ceiling)
 		}
 		c.sample()
 		t := time.NewTicker(cfg.Sample)
@@ -247,7 +247,7 @@ func (c *child) sampleOf(now time.Time, st cgroup.Stats, full bool) {
 	// A kill no notice told (no live watch, or a coalesced one) is told
 	// now; the sample goes on, since the service may well run on.
 	killed := c.oomKills(st, false)
-	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Peak: st.Peak, Ceiling: st.Limit, Restarts: c.restarts})
+	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Peak: st.Peak, Ceiling: st.Ceiling, Restarts: c.restarts})
 	c.leakCheck(now, st)
 	c.heapDeaths()
 	if killed || (!full && now.Sub(c.detailAt) < detailEvery && !moved(c.detailUsage, st.WorkingSet)) {
@@ -381,7 +381,7 @@ func (c *child) notice(n cgroup.Notice) {
 		if c.sampler != nil {
 			c.sampleOf(now, st, true)
 		}
-		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit, Restarts: c.restarts, Trigger: c.cfg.Pressure, Diagnosis: c.diagnosis()})
+		c.em.emit(Event{Kind: PressureStall, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Ceiling, Restarts: c.restarts, Trigger: c.cfg.Pressure, Diagnosis: c.diagnosis()})
 		if c.cfg.RestartOnPressure {
 			c.memoryRestart(ReasonPressure, fmt.Sprintf("the --pressure trigger %q fired at a working set of %s", c.cfg.Pressure, cgroup.FormatSize(st.WorkingSet)), st, time.Time{})
 		}

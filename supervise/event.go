@@ -30,7 +30,7 @@ const (
 	// over --leak-window, after the start-up ramp); Rate and Left say how
 	// fast and how long until the ceiling.
 	LeakSuspected Kind = "leak_suspected"
-	// Sampled is one sample of the group (Usage, Peak, Limit): data for
+	// Sampled is one sample of the group (Usage, Peak, Ceiling): data for
 	// state files, reports, charts and metrics, logged only at debug level.
 	Sampled Kind = "sample"
 	// HeapOOM: a process of the group died of its runtime's heap limit

@@ -27,7 +27,7 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 	}
 	for i := range n {
 		diag := c.diagnosis()
-		e := Event{Kind: OOMKill, Pid: c.r.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit, Peak: st.Peak,
+		e := Event{Kind: OOMKill, Pid: c.r.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Ceiling, Peak: st.Peak,
 			Restarts: c.restarts, Killer: c.r.oomWho(), Diagnosis: diag}
 		if i < len(recs) {
 			v := recs[i].victim
@@ -97,6 +97,6 @@ func (c *child) heapDeath(rep *RuntimeReport) {
 		diag = &Diagnosis{}
 	}
 	diag.Runtime = rep
-	c.em.emit(Event{Kind: HeapOOM, Pid: c.r.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit, Peak: st.Peak,
+	c.em.emit(Event{Kind: HeapOOM, Pid: c.r.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Ceiling, Peak: st.Peak,
 		Restarts: c.restarts, HeapSizing: c.heap.sizing, Diagnosis: diag})
 }

@@ -141,7 +141,7 @@ func (r *Result) oomWho() string {
 // exited is the child's end as an event: what the exited event says, and
 // what the summary line says it with.
 func (r *Result) exited() Event {
-	e := Event{Kind: Exited, Run: r.Name, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Ceiling: r.Stats.Limit,
+	e := Event{Kind: Exited, Run: r.Name, Pid: r.Pid, Cause: r.Cause, ExitCode: r.ExitCode, Peak: r.Stats.Peak, Ceiling: r.Stats.Ceiling,
 		Uptime: r.Duration, Restarts: r.Restarts, Reason: r.Reason, Asked: r.Asked, Forced: r.Forced, OOMKills: r.Stats.OOMKills,
 		Killer: r.oomWho(), Heap: r.Heap, HeapSetting: r.HeapSetting}
 	if r.Status.Signaled() {

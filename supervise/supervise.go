@@ -174,8 +174,8 @@ func Run(ctx context.Context, cfg Config, obs ...Observer) (*Result, error) {
 func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error) {
 	cfg := sv.cfg
 	var heap heapPlan
-	if cfg.HeapHint && cfg.Limits.Max > 0 {
-		heap = planHeap(cfg.Command, cfg.Env, cfg.Limits.Max, cfg.RestartAt, cfg.DiagDir)
+	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
+		heap = planHeap(cfg.Command, cfg.Env, cfg.Limits.Ceiling, cfg.RestartAt, cfg.DiagDir)
 		cfg.Env = heap.env
 	}
 	if cfg.Init {
@@ -391,7 +391,7 @@ func (s *supervisor) stopping() bool {
 // reports (MakeDiagDir): the heap hint is on, there is a ceiling, and the
 // command is a Node.js or JVM program.
 func WantsDiagDir(cfg Config) bool {
-	if !cfg.HeapHint || cfg.Limits.Max == 0 {
+	if !cfg.HeapHint || cfg.Limits.Ceiling == 0 {
 		return false
 	}
 	rt := runtimeOf(cfg.Command[0])

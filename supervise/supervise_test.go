@@ -31,7 +31,7 @@ func config(t *testing.T, max uint64, mode string, args ...string) Config {
 		Name:        fmt.Sprintf("grtest-%s-%d", t.Name(), os.Getpid()),
 		Command:     testchild.Command(mode, args...),
 		Backend:     h.Version(),
-		Limits:      cgroup.Limits{Max: max},
+		Limits:      cgroup.Limits{Ceiling: max},
 		StopTimeout: 10 * time.Second,
 		Env:         testchild.Environ(),
 	}

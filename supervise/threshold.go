@@ -78,7 +78,7 @@ func (c *child) crossed() {
 		c.sampleOf(time.Now(), st, true)
 	}
 	grace := c.cfg.RestartAtGrace
-	c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit,
+	c.em.emit(Event{Kind: ThresholdCrossed, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Ceiling,
 		Threshold: c.cfg.RestartAt, Restarts: c.restarts, Delay: grace, Diagnosis: c.diagnosis()})
 	if grace <= 0 {
 		c.memoryRestart(ReasonRestartAt, fmt.Sprintf("its working set reached %s, over --restart-at %s", size(st.WorkingSet), size(c.cfg.RestartAt)), st, time.Time{})
@@ -108,7 +108,7 @@ func (c *child) overCheck(now time.Time) {
 			"run", c.cfg.Name, "working_set", st.WorkingSet, "threshold", c.cfg.RestartAt, "grace", o.graceFor)
 		return
 	}
-	end, what := c.nearestEnd(st.Limit)
+	end, what := c.nearestEnd(st.Ceiling)
 	rate, ok := o.rate()
 	var left time.Duration // 0: at its end already (past a heap's estimated end)
 	switch {
@@ -210,7 +210,7 @@ func (c *child) memoryRestart(reason, detail string, st cgroup.Stats, by time.Ti
 	if !by.IsZero() {
 		wait = min(wait, time.Until(by)/2)
 	}
-	e := Event{Kind: MemoryRestart, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Limit,
+	e := Event{Kind: MemoryRestart, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Ceiling,
 		Threshold: c.cfg.RestartAt, Restarts: c.restarts, Reason: reason, Detail: detail}
 	pids, _ := c.g.Procs()
 	ch := make(chan restartPlan, 1)

@@ -28,7 +28,7 @@ func TestEveryKindHasASentence(t *testing.T) {
 // figures inside its parentheses.
 func TestSummaryIsTheExitedSentence(t *testing.T) {
 	r := &Result{Name: "api", Pid: 42, Cause: CauseOOMKill, ExitCode: ExitOOM, Duration: 4200 * time.Millisecond,
-		Stats: cgroup.Stats{Peak: 512 << 20, Limit: 512 << 20, OOMKills: 1}, Restarts: 2,
+		Stats: cgroup.Stats{Peak: 512 << 20, Ceiling: 512 << 20, OOMKills: 1}, Restarts: 2,
 		Run: RunTotals{Children: 3, Peak: 512 << 20, OOMKills: 3}}
 	r.Status = unix.WaitStatus(unix.SIGKILL)
 	want := "api was killed by the kernel OOM killer at its 512 MiB ceiling (peak 512 MiB, ran 4.2s, 2 restarts before it; the whole run: peak 512 MiB, 3 OOM kills)"
