@@ -288,6 +288,3 @@ func (g *noneGroup) Procs() ([]int, error) {
 	}
 	return pids, nil
 }
-
-// MemoryStat has no breakdown to give without a cgroup.
-func (g *noneGroup) MemoryStat() (map[string]uint64, error) { return nil, nil }

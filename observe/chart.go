@@ -6,7 +6,6 @@ import (
 	"image/color"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/supervise"
 )
 
 // The chart's size: 16:9 at 8 inches fits a laptop screen, a CI summary
@@ -400,22 +400,15 @@ func chartTitle(r *Report) string {
 		s += " (working set " + cgroup.FormatSize(r.PeakWorkingSet) + ")"
 	}
 	if n := count(r.Events, "oom_kill"); n > 0 {
-		s += ", " + plural(n, "OOM kill")
+		s += ", " + supervise.Plural(uint64(n), "OOM kill", "OOM kills")
 	}
 	if n := count(r.Events, "heap_oom"); n > 0 {
-		s += ", " + plural(n, "heap OOM")
+		s += ", " + supervise.Plural(uint64(n), "heap OOM", "heap OOMs")
 	}
 	if r.Restarts > 0 {
-		s += ", " + plural(r.Restarts, "restart")
+		s += ", " + supervise.Plural(uint64(r.Restarts), "restart", "restarts")
 	}
 	return s
-}
-
-func plural(n int, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return strconv.Itoa(n) + " " + what + "s"
 }
 
 // valueAt is the last sample's figure at or before t: where an event
