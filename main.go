@@ -80,6 +80,9 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 			return usageError(err.Error(), "see guardrun --help")
 		},
 		Action: func(c *cli.Context) error {
+			if c.Args().Present() && c.String("cgroup") != "none" {
+				cgroup.WarmV1(cgroup.Discover()) // first: it overlaps what follows
+			}
 			// Here, not in the app's Before, which would run for status
 			// and version too.
 			if err := withConfig(flags())(c); err != nil {
@@ -143,14 +146,6 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	cfg := s.supervise
 	cfg.Log, cfg.Init, cfg.Sentinel = log, true, true
 	cfg.Env = sd.childEnv(cfg.Env)
-	if supervise.WantsDiagDir(cfg) {
-		dir, err := makeDiagDir(cfg)
-		if err != nil {
-			return 0, err
-		}
-		defer supervise.RemoveDiagDir(dir)
-		cfg.DiagDir = dir
-	}
 
 	sv, err := supervise.Prepare(cfg)
 	if err != nil {
@@ -199,32 +194,21 @@ func summary(stderr io.Writer, journal, quiet bool, r *supervise.Result) {
 	fmt.Fprintf(stderr, "%sguardrun: %s\n", prio(journal, level), r.Summary())
 }
 
-// makeDiagDir makes the run's directory for its runtime's reports, owned
-// by the user the child runs as.
-func makeDiagDir(cfg supervise.Config) (string, error) {
-	uid, gid := -1, -1
-	if c := cfg.Credential; c != nil {
-		uid, gid = int(c.Uid), int(c.Gid)
-	}
-	dir, err := supervise.MakeDiagDir(cfg.Name, uid, gid)
-	if err != nil {
-		return "", &userError{msg: "make a directory for the runtime's diagnostic reports: " + err.Error(), code: supervise.ExitInternal,
-			hints: []string{"set TMPDIR to a directory guardrun can write (it makes a private one there, mode 0700, and removes it at the end)", "or turn the heap hint and its reports off with --heap-hint off"}}
-	}
-	return dir, nil
-}
-
 // runError turns a supervision failure into what the user reads; code is
 // the run's exit code (Result.ExitCode).
 func runError(err error, cfg supervise.Config, code int) error {
 	var pe *supervise.PreflightError
 	var se *supervise.StartError
+	var de *supervise.DiagDirError
 	switch {
 	case errors.As(err, &pe):
 		return &userError{msg: err.Error() + ": " + cfg.Name + " was not started", code: code,
 			hints: []string{"free memory, lower the need with --preflight SIZE, wait for it with --preflight-wait 2m, or turn it off with --preflight off"}}
 	case errors.As(err, &se):
 		return &userError{msg: err.Error(), code: code, hints: startHints(se)}
+	case errors.As(err, &de):
+		return &userError{msg: err.Error(), code: code,
+			hints: []string{"set TMPDIR to a directory guardrun can write (it makes a private one there, mode 0700, and removes it at the end)", "or turn the heap hint and its reports off with --heap-hint off"}}
 	case errors.Is(err, cgroup.ErrBusy):
 		return &userError{msg: err.Error(), code: code,
 			hints: []string{"another guardrun runs under the name " + cfg.Name + "; give this one its own with --name"}}

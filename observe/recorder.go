@@ -46,8 +46,14 @@ type Options struct {
 	// Pending counts the critical notifications kept for the run because
 	// they are not delivered yet; nil: none are kept.
 	Pending func() int
-	Log     *slog.Logger
-	Now     func() time.Time
+	// StateDelay holds the state file back for a run's first moment: a
+	// run of a short command (a compiler step in a CI build) ends before
+	// anyone could ask `guardrun status` about it, and writing, rewriting
+	// and removing its file would be most of what it costs. 0 writes from
+	// the first event.
+	StateDelay time.Duration
+	Log        *slog.Logger
+	Now        func() time.Time
 }
 
 // Recorder follows one run's events and keeps its State (the state file,
@@ -61,6 +67,10 @@ type Recorder struct {
 	dir      string
 	file     string     // the state file written last; "" before the first
 	kept     func() int // counts the run's kept notifications; nil: none
+	delay    time.Duration
+	born     time.Time   // when the recorder was made, for delay
+	held     *time.Timer // the held-back first write; nil: none yet
+	ended    bool
 	log      *slog.Logger
 	now      func() time.Time
 	failed   map[string]bool // what already failed and was said once
@@ -82,7 +92,7 @@ func NewRecorder(o Options) *Recorder {
 	now := o.Now()
 	start, _ := procStart(os.Getpid())
 	return &Recorder{
-		dir: o.StateDir, kept: o.Pending, log: o.Log, now: o.Now, failed: map[string]bool{}, stride: 1,
+		dir: o.StateDir, kept: o.Pending, delay: o.StateDelay, born: time.Now(), log: o.Log, now: o.Now, failed: map[string]bool{}, stride: 1,
 		st: State{Schema: StateSchema, Run: o.Run, Guardrun: os.Getpid(), GuardrunStart: start,
 			Command: cmd, Phase: PhaseStarting, Ceiling: o.Ceiling, RestartAt: o.RestartAt, Started: now},
 		rep: Report{Schema: ReportSchema, Run: o.Run, Host: o.Host, Command: cmd, Ceiling: o.Ceiling,
@@ -223,6 +233,10 @@ func (r *Recorder) Finish(exit *Exit) {
 	r.rep.Exit = exit
 	r.rep.Restarts = r.st.Restarts
 	r.st.Phase, r.st.Pid = PhaseEnded, 0
+	r.ended = true
+	if r.held != nil {
+		r.held.Stop()
+	}
 	if r.file != "" {
 		os.Remove(r.file)
 		r.file = ""
@@ -280,7 +294,17 @@ func (r *Recorder) Report() *Report {
 
 // writeState replaces the run's state file; the caller holds mu.
 func (r *Recorder) writeState() {
-	if r.dir == "" {
+	if r.dir == "" || r.ended {
+		return
+	}
+	if wait := r.delay - time.Since(r.born); wait > 0 {
+		if r.held == nil {
+			r.held = time.AfterFunc(wait, func() {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				r.writeState()
+			})
+		}
 		return
 	}
 	file := filepath.Join(r.dir, r.st.Run+".json")

@@ -311,7 +311,7 @@ func TestRecorderKeepsTheWorkingSet(t *testing.T) {
 		t.Errorf("state: current %d, working set %d, cache %d", st.Current, st.WorkingSet, st.Cache)
 	}
 	b, _ := encodeState(st)
-	for _, want := range []string{`"working_set": 94371840`, `"cache": 251658240`, `"heap_ooms": 0`, `"memory_restarts": 0`} {
+	for _, want := range []string{`"working_set":94371840`, `"cache":251658240`, `"heap_ooms":0`, `"memory_restarts":0`} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("state file lacks %s:\n%s", want, b)
 		}

@@ -53,7 +53,7 @@ func PrepareStateDir(dir string) error {
 }
 
 func encodeState(st State) ([]byte, error) {
-	b, err := json.MarshalIndent(st, "", "  ")
+	b, err := json.Marshal(st) // a few times a second: for tools, not eyes
 	return append(b, '\n'), err
 }
 

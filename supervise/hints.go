@@ -108,7 +108,12 @@ func heapHints(argv, env []string, ceiling uint64) ([]string, []string) {
 // diagDir, when not "", is the run's directory (MakeDiagDir) that Node.js
 // writes its reports into and the JVM its heap death marker.
 func planHeap(argv, env []string, ceiling, restartAt uint64, diagDir string) heapPlan {
-	p := heapPlan{env: env, runtime: runtimeOf(argv[0])}
+	return planHeapFor(runtimeOf(argv[0]), argv, env, ceiling, restartAt, diagDir)
+}
+
+// planHeapFor is planHeap for a command whose runtime (runtimeOf) is known.
+func planHeapFor(rt string, argv, env []string, ceiling, restartAt uint64, diagDir string) heapPlan {
+	p := heapPlan{env: env, runtime: rt}
 	if ceiling == 0 {
 		return p
 	}

@@ -60,8 +60,9 @@ type Config struct {
 	// asks Node.js for its diagnostic reports into DiagDir.
 	HeapHint bool
 	// DiagDir is the run's own directory (mode 0700) for the runtime's
-	// reports (Node.js's --report-directory); "" for none. The caller
-	// makes it (MakeDiagDir) and removes it.
+	// reports (Node.js's --report-directory); "" for none. Prepare makes
+	// one (MakeDiagDir) for a Node.js or JVM command under the heap hint,
+	// and the run removes it at its end.
 	DiagDir string
 	// BeforeStop is a shell command run once before each memory restart
 	// (--restart-at, --restart-on-pressure) stops the child, bounded by
@@ -117,9 +118,20 @@ func (f ObserverFunc) Observe(e Event) { f(e) }
 // Supervisor is one run, prepared: its name settled and its first group
 // made, with nothing started and nothing told yet.
 type Supervisor struct {
-	cfg   Config
-	first cgroup.Group
+	cfg     Config
+	first   cgroup.Group
+	runtime string // the command's runtime (runtimeOf), under the heap hint
+	ownDir  string // the DiagDir Prepare made, to remove at the end
 }
+
+// DiagDirError is a directory for the runtime's reports that could not be
+// made.
+type DiagDirError struct{ Err error }
+
+func (e *DiagDirError) Error() string {
+	return "make a directory for the runtime's diagnostic reports: " + e.Err.Error()
+}
+func (e *DiagDirError) Unwrap() error { return e.Err }
 
 // Prepare settles the run's name and makes its first group, before any
 // event: a name derived from the command (UniqueName) that a live
@@ -141,17 +153,39 @@ func Prepare(cfg Config) (*Supervisor, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Supervisor{cfg: cfg, first: g}, nil
+	sv := &Supervisor{cfg: cfg, first: g}
+	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
+		// Read once: a PATH lookup, the Go build information and a #! line.
+		sv.runtime = runtimeOf(cfg.Command[0])
+		if (sv.runtime == "node" || sv.runtime == "jvm") && cfg.DiagDir == "" {
+			uid, gid := -1, -1
+			if c := cfg.Credential; c != nil {
+				uid, gid = int(c.Uid), int(c.Gid)
+			}
+			dir, err := MakeDiagDir(cfg.Name, uid, gid)
+			if err != nil {
+				g.Remove()
+				return nil, &DiagDirError{err}
+			}
+			sv.cfg.DiagDir, sv.ownDir = dir, dir
+		}
+	}
+	return sv, nil
 }
 
 // Name is the run's name, as every event carries it.
 func (sv *Supervisor) Name() string { return sv.cfg.Name }
 
-// Close removes the first group of a run that was prepared and never run.
+// Close removes what Prepare made for a run that was prepared and never
+// run: its first group and its runtime's report directory.
 func (sv *Supervisor) Close() {
 	if sv.first != nil {
 		sv.first.Remove()
 		sv.first = nil
+	}
+	if sv.ownDir != "" {
+		RemoveDiagDir(sv.ownDir)
+		sv.ownDir = ""
 	}
 }
 
@@ -173,14 +207,20 @@ func Run(ctx context.Context, cfg Config, obs ...Observer) (*Result, error) {
 // its words.
 func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error) {
 	cfg := sv.cfg
+	defer func() {
+		if sv.ownDir != "" {
+			RemoveDiagDir(sv.ownDir)
+			sv.ownDir = ""
+		}
+	}()
 	var heap heapPlan
 	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
-		heap = planHeap(cfg.Command, cfg.Env, cfg.Limits.Ceiling, cfg.RestartAt, cfg.DiagDir)
+		heap = planHeapFor(sv.runtime, cfg.Command, cfg.Env, cfg.Limits.Ceiling, cfg.RestartAt, cfg.DiagDir)
 		cfg.Env = heap.env
 	}
 	if cfg.Init {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			sv.Close()
+			sv.first.Remove()
 			err = fmt.Errorf("become a child subreaper: %w", err)
 			return failed(cfg.Name, err), err
 		}
@@ -385,15 +425,4 @@ func (s *supervisor) handleIdle(sig os.Signal) bool {
 func (s *supervisor) stopping() bool {
 	s.em.emit(Event{Kind: Stopping, Restarts: s.restarts})
 	return false
-}
-
-// WantsDiagDir reports whether a run needs a directory for its runtime's
-// reports (MakeDiagDir): the heap hint is on, there is a ceiling, and the
-// command is a Node.js or JVM program.
-func WantsDiagDir(cfg Config) bool {
-	if !cfg.HeapHint || cfg.Limits.Ceiling == 0 {
-		return false
-	}
-	rt := runtimeOf(cfg.Command[0])
-	return rt == "node" || rt == "jvm"
 }
