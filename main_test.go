@@ -22,6 +22,7 @@ import (
 	"github.com/guardrun/guardrun/cgroup"
 	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/internal/testchild"
+	"github.com/guardrun/guardrun/observe/chart"
 	"github.com/guardrun/guardrun/supervise"
 	"github.com/rogpeppe/go-internal/testscript"
 )
@@ -32,6 +33,9 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"guardrun": func() { os.Exit(run(os.Args, os.Stdout, os.Stderr)) },
 		"child":    func() { os.Exit(testchild.Main(os.Args[1], os.Args[2:])) },
+		// guardrun --chart finds it beside its own executable: testscript
+		// puts each command, a copy of this binary, in one directory on PATH.
+		"guardrun-chart": func() { os.Exit(chart.Main(os.Args, os.Stdin, os.Stdout, os.Stderr)) },
 	})
 }
 

@@ -69,6 +69,10 @@ func loadObserve(c *cli.Context) (observeSettings, error) {
 			return o, usageError("--chart "+err.Error(), "name the file .svg or .png")
 		}
 		o.chartFormat = f
+		if _, err := findChartHelper(); err != nil {
+			return o, usageError("--chart "+o.chart+": guardrun-chart is not installed",
+				"install it beside guardrun: go build -o /usr/local/bin/guardrun-chart ./cmd/guardrun-chart")
+		}
 	}
 	if o.textfile != "" && filepath.Ext(o.textfile) != ".prom" {
 		return o, usageError("--metrics-textfile "+o.textfile+": node_exporter reads only *.prom files", "name it like /var/lib/node_exporter/textfile/guardrun.prom")
@@ -183,11 +187,7 @@ func (ob *observation) finish(r *supervise.Result) {
 		}
 	}
 	if o.chart != "" {
-		b, err := observe.Chart(rep, o.chartFormat)
-		if err == nil {
-			err = observe.WriteFile(o.chart, b, 0o644)
-		}
-		if err != nil {
+		if err := drawChart(o.chart, rep); err != nil {
 			rec.Failed("chart", err)
 		}
 	}

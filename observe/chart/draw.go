@@ -1,4 +1,4 @@
-package observe
+package chart
 
 // The chart's drawing pieces for gonum/plot: styles, the plotters of
 // usage, levels and restarts, bold glyphs, and human ticks.
