@@ -240,7 +240,7 @@ func TestUserDropsPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatalf("guardrun: %v\n%s", err, out)
 	}
-	for _, want := range []string{"Uid: 65534 65534 65534 65534\n", "Gid: 65534 65534 65534 65534\n", "CapEff: 0000000000000000\n", "msg=started run=user", "cgroup=" + h.Version() + ":"} {
+	for _, want := range []string{"Uid: 65534 65534 65534 65534\n", "Gid: 65534 65534 65534 65534\n", "CapEff: 0000000000000000\n", "msg=started run=user", "backend=" + h.Version() + " cgroup=/"} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

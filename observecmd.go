@@ -23,7 +23,7 @@ func observeFlags() []cli.Flag {
 		&cli.DurationFlag{Name: "leak-window", Value: 5 * time.Minute, Usage: "raise leak_suspected when usage grows steadily over `DUR` of samples; 0: off", EnvVars: env("leak-window")},
 		&cli.StringFlag{Name: "state-dir", Usage: "keep the run's state file for `guardrun status` in `DIR` (default /run/guardrun, or $XDG_RUNTIME_DIR/guardrun; off: none)", EnvVars: env("state-dir")},
 		&cli.StringFlag{Name: "report", Usage: "write the whole run as JSON to `FILE` when it ends", EnvVars: env("report")},
-		&cli.StringFlag{Name: "chart", Usage: "draw memory over time to `FILE` (.svg or .png) when the run ends", EnvVars: env("chart")},
+		&cli.StringFlag{Name: "chart", Usage: "draw memory over time to `FILE` (.svg or .png) when the run ends, with guardrun-chart (beside guardrun or on $PATH)", EnvVars: env("chart")},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (loopback, e.g. 127.0.0.1:9464)", EnvVars: env("metrics-addr")},
 		&cli.BoolFlag{Name: "metrics-remote", Usage: "allow a --metrics-addr that is not loopback", EnvVars: env("metrics-remote")},
 		&cli.StringFlag{Name: "metrics-textfile", Usage: "write the metrics to `PATH` (.prom) for node_exporter's textfile collector, at each sample", EnvVars: env("metrics-textfile")},
@@ -37,7 +37,6 @@ type observeSettings struct {
 	explicitLeak       bool // --leak-window asked for: the forecast needs samples
 	stateDir           string
 	report, chart      string
-	chartFormat        string
 	metricsAddr        string
 	metricsRemote      bool
 	textfile           string
@@ -64,11 +63,9 @@ func loadObserve(c *cli.Context) (observeSettings, error) {
 		}
 	}
 	if o.chart != "" {
-		f, err := observe.ChartFormat(o.chart)
-		if err != nil {
+		if _, err := observe.ChartFormat(o.chart); err != nil {
 			return o, usageError("--chart "+err.Error(), "name the file .svg or .png")
 		}
-		o.chartFormat = f
 		if _, err := findChartHelper(); err != nil {
 			return o, usageError("--chart "+o.chart+": guardrun-chart is not installed",
 				"install it beside guardrun: go build -o /usr/local/bin/guardrun-chart ./cmd/guardrun-chart")
@@ -105,6 +102,10 @@ func (o observeSettings) wantsSamples(notifying bool) bool {
 	return o.explicitSample || o.explicitLeak || notifying || o.report != "" || o.chart != "" || o.metricsAddr != "" || o.textfile != ""
 }
 
+// stateDelay is how long a run's state file is held back (the sentinel's
+// delay, for the same reason: most of a short command's cost).
+const stateDelay = 100 * time.Millisecond
+
 // observation is a run's recorder and the files it writes, an observer
 // of the run's events.
 type observation struct {
@@ -134,7 +135,7 @@ func startObserve(ctx context.Context, o observeSettings, cfg supervise.Config) 
 		pending = func() int { return notify.CountKept(kept) }
 	}
 	rec := observe.NewRecorder(observe.Options{Run: cfg.Name, Host: host, Command: notify.RedactArgs(cfg.Command), Ceiling: cfg.Limits.Ceiling,
-		RestartAt: cfg.RestartAt, Sample: cfg.Sample, StateDir: dir, Pending: pending, Log: cfg.Log, Now: cfg.Now})
+		RestartAt: cfg.RestartAt, Sample: cfg.Sample, StateDir: dir, Pending: pending, StateDelay: stateDelay, Log: cfg.Log, Now: cfg.Now})
 	ob := &observation{o: o, rec: rec, metrics: observe.NewMetrics(rec.Snapshot)}
 	ctx, ob.cancel = context.WithCancel(ctx)
 	if o.metricsAddr != "" {
