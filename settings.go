@@ -38,7 +38,7 @@ func env(name string) []string {
 
 // flags are the command-line contract; README documents each.
 func flags() []cli.Flag {
-	return append([]cli.Flag{
+	return withNames(append([]cli.Flag{
 		configFlag(),
 		&cli.StringFlag{Name: "max", Usage: "memory ceiling `SIZE`: bytes, K M G T (KiB..TiB, base 1024) or N% of RAM", EnvVars: env("max")},
 		&cli.StringFlag{Name: "swap-max", Usage: "swap the group may use beyond --max (`SIZE`); default 0, so the ceiling is the ceiling", EnvVars: env("swap-max")},
@@ -69,7 +69,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors and the line that names an OOM kill or a crash loop", EnvVars: env("quiet")},
 		&cli.StringFlag{Name: "log-format", Value: "text", Usage: "log lines as `FORMAT`: text or json", EnvVars: env("log-format")},
-	}, append(notifyFlags(), observeFlags()...)...)
+	}, append(notifyFlags(), observeFlags()...)...))
 }
 
 // configFlag is --config, of a run and of notify-test: one file serves
@@ -503,7 +503,7 @@ func configValueError(path, key string, v any, err error) error {
 	}
 	hints := []string{hint}
 	_, isString := v.(string)
-	if _, isDur := f.(*cli.DurationFlag); isDur && !isString && strings.HasPrefix(reason, "a duration needs a unit") {
+	if _, isDur := plainFlag(f).(*cli.DurationFlag); isDur && !isString && strings.HasPrefix(reason, "a duration needs a unit") {
 		hints = append(hints, fmt.Sprintf("a duration is a string in TOML: %s = \"%vs\"", key, v))
 	}
 	return usageError(fmt.Sprintf("--config %s: %s = %s: %s", path, key, shown, reason), hints...)
@@ -522,7 +522,7 @@ func lookupFlag(fs []cli.Flag, name string) cli.Flag {
 // does; "" for a flag of a kind it does not know.
 func valueProblem(f cli.Flag, value string) (reason, hint string) {
 	v := strings.TrimSpace(value)
-	switch f.(type) {
+	switch plainFlag(f).(type) {
 	case *cli.DurationFlag:
 		return durationProblem(v), durationHint
 	case *cli.IntFlag, *cli.Int64Flag:
