@@ -80,9 +80,6 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 			return usageError(err.Error(), "see guardrun --help")
 		},
 		Action: func(c *cli.Context) error {
-			if c.Args().Present() && c.String("cgroup") != "none" {
-				cgroup.WarmV1(cgroup.Discover()) // first: it overlaps what follows
-			}
 			// Here, not in the app's Before, which would run for status
 			// and version too.
 			if err := withConfig(flags())(c); err != nil {

@@ -350,28 +350,3 @@ func fileExists(p string) bool {
 }
 
 func (g *v1Group) Procs() ([]int, error) { return readPids(filepath.Join(g.mem, cgroupProcs)) }
-
-// WarmV1 starts, on v1, what the first move of a thread into a group
-// waits for, so that it overlaps guardrun's own start-up. Moving a task
-// takes the cgroup threadgroup lock for writing, and that waits out an
-// RCU grace period when the host's cgroups have been quiet: 5.5-10 ms
-// here, nearly every run of a short command, against 0.05 ms while the
-// lock is warm (measured with a C loop: 7.6-7.9 ms after 100 ms idle,
-// 0.04-0.1 ms at 10 ms gaps). A thread of guardrun's writes itself into
-// the memory group it is already in, which moves nothing and takes the
-// same lock; the child's start then finds the grace period under way or
-// passed. Without v1, or without the right to write there, it does
-// nothing.
-func WarmV1(h Hierarchy) {
-	if h.Version() != "v1" {
-		return
-	}
-	go func() {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
-		home, err := threadCgroups([]string{filepath.Join(h.V1Memory, "guardrun", "warm")})
-		if err == nil {
-			writeFile(filepath.Join(home[0], v1Tasks), strconv.Itoa(unix.Gettid()))
-		}
-	}()
-}
