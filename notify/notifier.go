@@ -114,7 +114,7 @@ type observed struct {
 // kept: one small file, never a sink.
 const keptWait = time.Second
 
-// Observe hands an event over; it is supervise.Config.Events. It never
+// Observe hands an event over, as a supervise.Observer. It never
 // waits for a sink. An event that makes a critical notification, while
 // notifications are kept, returns once that is on disk (keptWait at
 // most), so that the report written at the run's end, or a guardrun

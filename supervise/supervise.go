@@ -4,10 +4,10 @@
 // reaping, telling why the child ended, restarting it with backoff, giving
 // up on a crash loop, and restarting it gracefully before the ceiling.
 //
-// Every step is an Event, logged as one line and handed to Config.Events.
-// It leaves the kernel's side (creating the group, limits, counters,
-// watches) to package cgroup, and the command line and user-facing wording
-// to main.
+// Every step is an Event, logged as one line and handed to each Observer
+// of the run, in order; words.go says each in a sentence. It leaves the
+// kernel's side (creating the group, limits, counters, watches) to package
+// cgroup, and the command line to main.
 package supervise
 
 import (
