@@ -283,10 +283,10 @@ func credential(spec string) (*syscall.Credential, error) {
 	// A number is an id, and must be one: an id past 32 bits would wrap
 	// to another (4294967296 is root) in the lookup and in setuid, and
 	// 4294967295 is (uid_t)-1, which setuid takes as "no change".
-	for what, v := range map[string]string{"uid": name, "gid": group} {
-		if v != "" && strings.Trim(v, "0123456789") == "" {
+	for _, id := range [][2]string{{"uid", name}, {"gid", group}} { // in this order: the error names the first
+		if v := id[1]; v != "" && strings.Trim(v, "0123456789") == "" {
 			if n, err := strconv.ParseUint(v, 10, 32); err != nil || n == math.MaxUint32 {
-				return nil, fmt.Errorf("%s %s is out of range: ids go from 0 to %d", what, v, uint32(math.MaxUint32-1))
+				return nil, fmt.Errorf("%s %s is out of range: ids go from 0 to %d", id[0], v, uint32(math.MaxUint32-1))
 			}
 		}
 	}

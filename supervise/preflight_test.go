@@ -98,3 +98,18 @@ func TestMemAvailableReadsTheHost(t *testing.T) {
 		t.Fatalf("MemAvailable = %d, %v", a, err)
 	}
 }
+
+// A first start's wait is --preflight-wait: it leaves the restart backoff
+// where it was, so the first restart still waits the least.
+func TestPreflightFirstStartLeavesTheBackoff(t *testing.T) {
+	calls := 0
+	s, _ := preflighter(context.Background(), Preflight{Need: 100, Wait: time.Second, Interval: time.Millisecond,
+		Avail: func() (uint64, error) { calls++; return uint64(calls * 20), nil }})
+	b := &Backoff{Min: time.Millisecond, Max: time.Hour, Factor: 2}
+	if ok, err := s.preflight(false, b); !ok || err != nil || calls != 5 {
+		t.Fatalf("ok=%v err=%v calls=%d", ok, err, calls)
+	}
+	if b.next != 0 {
+		t.Fatalf("the backoff moved on to %s during a first start's wait", b.next)
+	}
+}

@@ -349,15 +349,18 @@ func (s *supervisor) preflight(restart bool, backoff *Backoff) (bool, error) {
 		if a >= p.Need {
 			return true, nil
 		}
-		delay, told := backoff.Next(0), p.Wait
-		if !restart {
+		// A first start's wait is --preflight-wait and leaves the
+		// restart backoff as it is; a restart's steps along it.
+		var delay, told time.Duration
+		if restart {
+			delay = backoff.Next(0)
+			told = delay
+		} else {
 			if waited >= p.Wait {
 				s.em.emit(Event{Kind: PreflightFailed, Available: a, Need: p.Need})
 				return false, &PreflightError{Need: p.Need, Available: a, Waited: waited}
 			}
-			delay = min(interval, p.Wait-waited)
-		} else {
-			told = delay
+			delay, told = min(interval, p.Wait-waited), p.Wait
 		}
 		if waited == 0 {
 			s.em.emit(Event{Kind: PreflightWait, Available: a, Need: p.Need, Delay: told, Restarts: s.restarts})
