@@ -176,8 +176,9 @@ func Prepare(cfg Config) (*Supervisor, error) {
 // Name is the run's name, as every event carries it.
 func (sv *Supervisor) Name() string { return sv.cfg.Name }
 
-// Close removes what Prepare made for a run that was prepared and never
-// run: its first group and its runtime's report directory.
+// Close removes what Prepare made and no run took over: the first group of
+// a run that was prepared and never run, and the runtime's report
+// directory (Run closes at its end).
 func (sv *Supervisor) Close() {
 	if sv.first != nil {
 		sv.first.Remove()
@@ -207,12 +208,7 @@ func Run(ctx context.Context, cfg Config, obs ...Observer) (*Result, error) {
 // its words.
 func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error) {
 	cfg := sv.cfg
-	defer func() {
-		if sv.ownDir != "" {
-			RemoveDiagDir(sv.ownDir)
-			sv.ownDir = ""
-		}
-	}()
+	defer sv.Close() // what the run did not hand on: its report directory
 	var heap heapPlan
 	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
 		heap = planHeapFor(sv.runtime, cfg.Command, cfg.Env, cfg.Limits.Ceiling, cfg.RestartAt, cfg.DiagDir)
@@ -220,7 +216,6 @@ func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error)
 	}
 	if cfg.Init {
 		if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-			sv.first.Remove()
 			err = fmt.Errorf("become a child subreaper: %w", err)
 			return failed(cfg.Name, err), err
 		}

@@ -29,21 +29,7 @@ func (e Event) Sentence() string {
 		}
 		return s + ")"
 	case Exited:
-		var fig []string
-		if e.Peak > 0 {
-			peak := "peak " + size(e.Peak)
-			if e.Cause != CauseOOMKill && e.Ceiling > 0 {
-				peak += " of " + size(e.Ceiling)
-			}
-			fig = append(fig, peak)
-		}
-		if e.Uptime > 0 {
-			fig = append(fig, "ran "+fmtDuration(e.Uptime))
-		}
-		if len(fig) == 0 {
-			return e.Run + " " + ended(e)
-		}
-		return fmt.Sprintf("%s %s (%s)", e.Run, ended(e), strings.Join(fig, ", "))
+		return exitedSentence(e, 0, "")
 	case OOMKill:
 		return oomSentence(e)
 	case HeapOOM:
@@ -104,41 +90,50 @@ func (r *Result) Summary() string {
 		// Its line begins "guardrun: ", which says who gave up.
 		return gaveUp(Event{Kind: GaveUp, Run: r.Name, Detail: r.GaveUp})
 	}
-	line := r.exited().Sentence()
-	var more []string
-	if r.Restarts > 0 {
-		more = append(more, Plural(uint64(r.Restarts), "restart", "restarts")+" before it")
-	}
+	whole := ""
 	if t := r.Run; t.Children > 1 {
-		whole := []string{"peak " + cgroup.FormatSize(t.Peak)}
+		w := []string{"peak " + cgroup.FormatSize(t.Peak)}
 		if t.OOMKills > 0 {
-			whole = append(whole, Plural(t.OOMKills, "OOM kill", "OOM kills"))
+			w = append(w, Plural(t.OOMKills, "OOM kill", "OOM kills"))
 		}
 		if t.HeapOOMs > 0 {
-			whole = append(whole, Plural(uint64(t.HeapOOMs), "heap OOM", "heap OOMs"))
+			w = append(w, Plural(uint64(t.HeapOOMs), "heap OOM", "heap OOMs"))
 		}
-		more = append(more, "the whole run: "+strings.Join(whole, ", "))
+		whole = "the whole run: " + strings.Join(w, ", ")
 	}
-	if len(more) > 0 {
-		// Inside the parentheses: "(peak 64 MiB, ran 1s, 2 restarts before it; the whole run: ...)".
-		sep := ", "
-		if l, ok := strings.CutSuffix(line, ")"); ok {
-			line = l
-		} else {
-			line, sep = line+" (", ""
+	return exitedSentence(r.exited(), r.Restarts, whole)
+}
+
+// exitedSentence is the exited event's sentence. A summary adds, inside
+// its parentheses, the restarts before this child and, after them, whole
+// (the run's figures): "api exited 1 (peak 20 MiB of 64 MiB, ran 1s,
+// 2 restarts before it; the whole run: ...)".
+func exitedSentence(e Event, before int, whole string) string {
+	var fig []string
+	if e.Peak > 0 {
+		peak := "peak " + cgroup.FormatSize(e.Peak)
+		if e.Cause != CauseOOMKill && e.Ceiling > 0 {
+			peak += " of " + cgroup.FormatSize(e.Ceiling)
 		}
-		if r.Restarts > 0 {
-			line += sep + more[0]
-			more, sep = more[1:], "; "
-		} else if sep != "" {
-			sep = "; "
-		}
-		if len(more) > 0 {
-			line += sep + more[0]
-		}
-		line += ")"
+		fig = append(fig, peak)
 	}
-	return line
+	if e.Uptime > 0 {
+		fig = append(fig, "ran "+fmtDuration(e.Uptime))
+	}
+	if before > 0 {
+		fig = append(fig, Plural(uint64(before), "restart", "restarts")+" before it")
+	}
+	inside := strings.Join(fig, ", ")
+	switch {
+	case inside == "":
+		inside = whole
+	case whole != "":
+		inside += "; " + whole
+	}
+	if inside == "" {
+		return e.Run + " " + ended(e)
+	}
+	return fmt.Sprintf("%s %s (%s)", e.Run, ended(e), inside)
 }
 
 // gaveUp says a crash loop guardrun gave up on, without the subject.

@@ -206,12 +206,7 @@ func ReadStatus(pid int) (Status, error) {
 // Environ is /proc/PID/environ: the environment the process was started
 // with, NUL-separated, as exec gave it.
 func Environ(pid int) ([]byte, error) {
-	path := pidPath(pid, "environ")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	return b, nil
+	return readFile(pidPath(pid, "environ"), make([]byte, 4096))
 }
 
 // MemInfo is /proc/meminfo's figures guardrun reads, in bytes.
