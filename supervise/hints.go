@@ -71,13 +71,6 @@ func (p heapPlan) words() string {
 	return p.flag + ", set by guardrun from " + p.from
 }
 
-// heapHints is planHeap without --restart-at or a diagnostic directory:
-// the environment and the notes.
-func heapHints(argv, env []string, ceiling uint64) ([]string, []string) {
-	p := planHeap(argv, env, ceiling, 0, "")
-	return p.env, p.notes
-}
-
 // planHeap tells the child's runtime about the ceiling through its own
 // environment variable, so it collects garbage, or dies of its own heap
 // limit with a report, before the kernel kills it. What the user set is
@@ -107,12 +100,9 @@ func heapHints(argv, env []string, ceiling uint64) ([]string, []string) {
 //
 // diagDir, when not "", is the run's directory (MakeDiagDir) that Node.js
 // writes its reports into and the JVM its heap death marker.
-func planHeap(argv, env []string, ceiling, restartAt uint64, diagDir string) heapPlan {
-	return planHeapFor(runtimeOf(argv[0]), argv, env, ceiling, restartAt, diagDir)
-}
-
-// planHeapFor is planHeap for a command whose runtime (runtimeOf) is known.
-func planHeapFor(rt string, argv, env []string, ceiling, restartAt uint64, diagDir string) heapPlan {
+//
+// rt is the command's runtime (runtimeOf), which Prepare reads once.
+func planHeap(rt string, argv, env []string, ceiling, restartAt uint64, diagDir string) heapPlan {
 	p := heapPlan{env: env, runtime: rt}
 	if ceiling == 0 {
 		return p

@@ -84,7 +84,7 @@ func TestPlanHeap(t *testing.T) {
 			if tc.env != "" {
 				env = append(env, tc.env)
 			}
-			p := planHeap(tc.argv, env, ceiling, tc.restartAt, tc.dir)
+			p := planFor(tc.argv, env, ceiling, tc.restartAt, tc.dir)
 			if got := strings.Join(p.notes, " "); got != tc.want {
 				t.Errorf("set %q\nwant %q", got, tc.want)
 			}
@@ -127,12 +127,25 @@ func TestPlanHeapWords(t *testing.T) {
 		{"java", 0, "-XX:MaxRAMPercentage, set by guardrun from the 256 MiB ceiling"},
 		{"/bin/sh", 0, ""},
 	} {
-		if got := planHeap([]string{tc.argv}, nil, 256<<20, tc.restartAt, "").words(); got != tc.want {
+		if got := planFor([]string{tc.argv}, nil, 256<<20, tc.restartAt, "").words(); got != tc.want {
 			t.Errorf("%s with --restart-at %d: %q, want %q", tc.argv, tc.restartAt, got, tc.want)
 		}
 	}
-	p := planHeap([]string{"node"}, nil, 256<<20, 230<<20, "")
+	p := planFor([]string{"node"}, nil, 256<<20, 230<<20, "")
 	if want := "the --restart-at threshold, 230 MiB: a heap limit under it would end the child before the graceful restart"; p.sizing != want {
 		t.Errorf("sizing %q, want %q", p.sizing, want)
 	}
+}
+
+// planFor is planHeap with the command's runtime read from argv, as
+// Prepare reads it.
+func planFor(argv, env []string, ceiling, restartAt uint64, diagDir string) heapPlan {
+	return planHeap(runtimeOf(argv[0]), argv, env, ceiling, restartAt, diagDir)
+}
+
+// hintsFor is planFor without --restart-at or a diagnostic directory:
+// the environment and the notes.
+func hintsFor(argv, env []string, ceiling uint64) ([]string, []string) {
+	p := planFor(argv, env, ceiling, 0, "")
+	return p.env, p.notes
 }

@@ -193,7 +193,7 @@ func TestHeapHints(t *testing.T) {
 		if tc.env != "" {
 			env = append(env, tc.env)
 		}
-		got, notes := heapHints([]string{tc.argv0}, env, ceiling)
+		got, notes := hintsFor([]string{tc.argv0}, env, ceiling)
 		if fmt.Sprint(notes) != fmt.Sprint(nonEmpty(tc.want)) {
 			t.Errorf("%s with %q: set %v, want %q", tc.argv0, tc.env, notes, tc.want)
 		}

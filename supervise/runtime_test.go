@@ -70,7 +70,7 @@ func TestNodeHeapOOMLeavesAReport(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := testDiagDir(t, -1, -1)
 			argv := []string{node, "-e", leakJS}
-			plan := planHeap(argv, bareEnv(), 128<<20, tc.restartAt, dir)
+			plan := planFor(argv, bareEnv(), 128<<20, tc.restartAt, dir)
 			if plan.limit != tc.hint || plan.dir != dir {
 				t.Fatalf("plan: limit %d, dir %q; want %d in %q", plan.limit, plan.dir, tc.hint, dir)
 			}
@@ -168,7 +168,7 @@ func (s *started) end(t *testing.T) {
 func TestRequestNodeReportAsksOnlyNodeWithTheFlags(t *testing.T) {
 	node := requireNode(t)
 	dir := testDiagDir(t, -1, -1)
-	plan := planHeap([]string{node}, bareEnv(), 128<<20, 0, dir)
+	plan := planFor([]string{node}, bareEnv(), 128<<20, 0, dir)
 	ours := start(t, plan.env, node, "-e", liveJS)
 	// The shell of npm start: NODE_OPTIONS with the flags in its
 	// environment, and no handler for the signal.
@@ -217,7 +217,7 @@ func TestRequestNodeReportAsksOnlyNodeWithTheFlags(t *testing.T) {
 func TestNodeHalfWrittenReportIsNotYet(t *testing.T) {
 	node := requireNode(t)
 	dir := testDiagDir(t, -1, -1)
-	plan := planHeap([]string{node}, bareEnv(), 128<<20, 0, dir)
+	plan := planFor([]string{node}, bareEnv(), 128<<20, 0, dir)
 	ours := start(t, plan.env, node, "-e", liveJS)
 	r := requestNodeReport(dir, []int{ours.cmd.Process.Pid}, 10*time.Second, filepath.Join(dir, "whole.json"))
 	if r == nil {
@@ -277,7 +277,7 @@ func TestNodeReportsAsTheChildsUserNeedsRoot(t *testing.T) {
 	if err != nil || fi.Sys().(*syscall.Stat_t).Uid != nobody || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("%s: %v %+v; want nobody's, 0700", dir, err, fi)
 	}
-	plan := planHeap([]string{node}, bareEnv(), 128<<20, 0, dir)
+	plan := planFor([]string{node}, bareEnv(), 128<<20, 0, dir)
 	cmd := exec.Command(node, "-e", liveJS)
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
@@ -325,7 +325,7 @@ func TestJVMHeapOOMIsMarked(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := testDiagDir(t, -1, -1)
 			argv := []string{java, "-cp", classes, "Fill"}
-			plan := planHeap(argv, bareEnv(), 128<<20, tc.restartAt, dir)
+			plan := planFor(argv, bareEnv(), 128<<20, tc.restartAt, dir)
 			if plan.dir != dir || plan.limit < tc.heap {
 				t.Fatalf("plan %+v; want the marker in %s and a heap of %d MiB", plan, dir, tc.heap>>20)
 			}

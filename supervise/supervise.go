@@ -211,7 +211,7 @@ func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error)
 	defer sv.Close() // what the run did not hand on: its report directory
 	var heap heapPlan
 	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
-		heap = planHeapFor(sv.runtime, cfg.Command, cfg.Env, cfg.Limits.Ceiling, cfg.RestartAt, cfg.DiagDir)
+		heap = planHeap(sv.runtime, cfg.Command, cfg.Env, cfg.Limits.Ceiling, cfg.RestartAt, cfg.DiagDir)
 		cfg.Env = heap.env
 	}
 	if cfg.Init {
