@@ -165,17 +165,6 @@ func nodeReports(dir string) []string {
 	return paths
 }
 
-// findNodeReport returns the newest report process pid wrote into dir.
-func findNodeReport(dir string, pid int) (string, bool) {
-	var last string
-	for _, p := range nodeReports(dir) {
-		if n, _ := parseNodeReportName(filepath.Base(p)); n.pid == pid {
-			last = p
-		}
-	}
-	return last, last != ""
-}
-
 // nodeReport is the part of Node.js's report (reportVersion 3 to 5, Node
 // 20 writes 4) that readNodeReport takes.
 type nodeReport struct {

@@ -393,3 +393,14 @@ func TestIsHeapOOM(t *testing.T) {
 		}
 	}
 }
+
+// findNodeReport returns, for the tests, the newest report process pid wrote into dir.
+func findNodeReport(dir string, pid int) (string, bool) {
+	var last string
+	for _, p := range nodeReports(dir) {
+		if n, _ := parseNodeReportName(filepath.Base(p)); n.pid == pid {
+			last = p
+		}
+	}
+	return last, last != ""
+}
