@@ -165,6 +165,40 @@ func TestDerivedNameFallsBackWhenBusy(t *testing.T) {
 	}
 }
 
+// A TERM that comes after Prepare and before Run is a stop: nothing is
+// started, and the group Prepare made goes.
+func TestTermBeforeTheFirstStartStartsNothing(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "ran")
+	sv, err := Prepare(config(t, 64<<20, "touch", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := sv.first.Path()
+	<-sv.caught
+	if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; len(sv.sigs) == 0; i++ {
+		if i == 5000 {
+			t.Fatal("the TERM was not caught in 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r, err := sv.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Stopped || r.Pid != 0 || r.ExitCode != 143 {
+		t.Fatalf("stopped=%v pid=%d exit=%d; want a stop before any start, 143", r.Stopped, r.Pid, r.ExitCode)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("the child ran: %v", err)
+	}
+	if _, err := os.Stat(group); !os.IsNotExist(err) {
+		t.Errorf("the prepared group %s is left behind", group)
+	}
+}
+
 func TestParseSignal(t *testing.T) {
 	for in, want := range map[string]syscall.Signal{"TERM": syscall.SIGTERM, "sigint": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT, "9": syscall.SIGKILL, "hup": syscall.SIGHUP} {
 		if got, err := ParseSignal(in); err != nil || got != want {
