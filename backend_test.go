@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -173,6 +175,15 @@ func TestNonRootFallsBackLoudly(t *testing.T) {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
+	}
+	// How far past the ceiling the leak (2 MiB every 10 ms) got before the
+	// sampler caught it: what a kernel-enforced ceiling would have held at
+	// 64 MiB.
+	if m := regexp.MustCompile(`msg=exited .* peak=([0-9]+) `).FindSubmatch(out); m != nil {
+		peak, _ := strconv.ParseUint(string(m[1]), 10, 64)
+		t.Logf("without a cgroup, a leak of 200 MiB/s reached %d MiB under --max 64M (%.2fx the ceiling) before guardrun killed it", peak>>20, float64(peak)/float64(64<<20))
+	} else {
+		t.Errorf("no exited line with a peak in:\n%s", out)
 	}
 
 	c = guardrunCmd(exe, []string{"--max", "64M", "--cgroup", h.Version()}, "touch", filepath.Join(dir, "ran"))

@@ -197,6 +197,7 @@ func runError(err error, cfg supervise.Config, code int) error {
 	var pe *supervise.PreflightError
 	var se *supervise.StartError
 	var de *supervise.DiagDirError
+	var sce *cgroup.ScopeError
 	switch {
 	case errors.As(err, &pe):
 		return &userError{msg: err.Error() + ": " + cfg.Name + " was not started", code: code,
@@ -206,6 +207,8 @@ func runError(err error, cfg supervise.Config, code int) error {
 	case errors.As(err, &de):
 		return &userError{msg: err.Error(), code: code,
 			hints: []string{"set TMPDIR to a directory guardrun can write (it makes a private one there, mode 0700, and removes it at the end)", "or turn the heap hint and its reports off with --heap-hint off"}}
+	case errors.As(err, &sce):
+		return &userError{msg: sce.Why, code: code, hints: sce.Hints}
 	case errors.Is(err, cgroup.ErrBusy):
 		return &userError{msg: err.Error(), code: code,
 			hints: []string{"another guardrun runs under the name " + cfg.Name + "; give this one its own with --name"}}

@@ -48,34 +48,42 @@ type v2Group struct {
 // v2Base picks the directory that holds guardrun's groups.
 //
 //   - guardrun at the root of its hierarchy (a host's root, or a container
-//     with its own cgroup namespace), or root outside a delegated subtree:
-//     <mount>/guardrun, a tree of its own where no service manager fights
-//     over it.
+//     with its own cgroup namespace), or root where systemd does not manage
+//     the cgroups: <mount>/guardrun, a tree of its own.
 //   - inside a subtree delegated to it (systemd's Delegate=yes marks it with
-//     the trusted.delegate or user.delegate xattr), or a cgroup it owns as
+//     the trusted.delegate or user.delegate xattr, and the scope guardrun
+//     asks systemd for is one: see scope.go), or a cgroup it owns as
 //     non-root: groups beside a leaf it moves itself into, so the kernel's
 //     "no internal processes" rule holds.
-//   - anything else (non-root, nothing delegated) is refused with the fix:
-//     systemd-run --user --scope -p Delegate=yes gives guardrun a delegated
-//     scope from the user's own systemd.
+//   - anything else is a cgroup systemd manages and guardrun must first ask
+//     it for a scope (scopeManager); openV2 does that before it gets here.
 func v2Base(h Hierarchy) (base string, nested bool, err error) {
-	own := filepath.Join(h.V2, h.V2Own)
-	if filepath.Base(own) == supervisorLeaf {
-		// Already in the leaf an earlier guardrun moved into: the
-		// delegated cgroup is the one above it.
-		own = filepath.Dir(own)
-	}
+	own := ownV2(h)
 	switch {
 	case h.V2Own == "/":
 		return filepath.Join(h.V2, "guardrun"), false, nil
-	case delegated(own):
+	case delegated(own), writable(own):
 		return own, true, nil
 	case os.Geteuid() == 0:
 		return filepath.Join(h.V2, "guardrun"), false, nil
-	case unix.Access(own, unix.W_OK) == nil:
-		return own, true, nil
 	}
-	return "", false, fmt.Errorf("cgroup %s is not delegated to uid %d; run guardrun under `systemd-run --user --scope -p Delegate=yes`, or as root", own, os.Geteuid())
+	return "", false, fmt.Errorf("cgroup %s is not delegated to uid %d", own, os.Geteuid())
+}
+
+// ownV2 is this process's v2 cgroup as a directory; when that is the leaf
+// an earlier Open moved guardrun into, the delegated cgroup above it.
+func ownV2(h Hierarchy) string {
+	own := filepath.Join(h.V2, h.V2Own)
+	if filepath.Base(own) == supervisorLeaf {
+		own = filepath.Dir(own)
+	}
+	return own
+}
+
+// writable reports a cgroup that this user, not being root, may make
+// groups in: one chowned to it by hand, or a user manager's.
+func writable(dir string) bool {
+	return os.Geteuid() != 0 && unix.Access(dir, unix.W_OK) == nil
 }
 
 func delegated(dir string) bool {
@@ -95,6 +103,12 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 		}
 		return nil, fmt.Errorf("the cgroup2 hierarchy at %s has no memory controller (it is bound to cgroup v1)", h.V2)
 	}
+	if m := scopeManager(h); m != "" {
+		if err := enterScope(m, o.Name, o.Limits.Ceiling, ownV2(h)); err != nil {
+			return nil, err
+		}
+		h = Discover()
+	}
 	base, nested, err := v2Base(h)
 	if err != nil {
 		return nil, err
@@ -105,7 +119,11 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 			return nil, err
 		}
 		if !hasController(strings.ReplaceAll(strings.TrimSpace(string(ctl)), " ", ","), "memory") {
-			return nil, fmt.Errorf("the memory controller is not delegated to %s", base)
+			why := fmt.Sprintf("the memory controller is not delegated to %s", base)
+			if os.Geteuid() != 0 && strings.Contains(base, "/user@") {
+				return nil, &ScopeError{Why: why + ": the user's systemd was given none", Hints: []string{notDelegatedHint}}
+			}
+			return nil, errors.New(why)
 		}
 	}
 	if err := os.MkdirAll(base, 0o755); err != nil {
@@ -337,6 +355,16 @@ func Placement(h Hierarchy) string {
 	if !h.V2Memory() {
 		return ""
 	}
+	switch scopeManager(h) {
+	case "system":
+		return h.V2 + "/" + ScopeSlice + "/" + ScopeUnit("NAME") + "/NAME: a transient scope (Delegate=yes) that guardrun asks systemd for, as this process's cgroup " + h.V2Own + " is systemd's and not delegated"
+	case "user":
+		where := h.V2 + "/.../user@" + strconv.Itoa(os.Getuid()) + ".service/" + ScopeSlice + "/" + ScopeUnit("NAME") + "/NAME"
+		if _, _, err := userBus(); err != nil {
+			return "none: " + err.Error()
+		}
+		return where + ": a transient scope (Delegate=yes) that guardrun asks the user's systemd for, as this process's cgroup " + h.V2Own + " is not this user's to write"
+	}
 	base, nested, err := v2Base(h)
 	switch {
 	case err != nil:
@@ -348,5 +376,5 @@ func Placement(h Hierarchy) string {
 	case h.V2Own == "/":
 		return base + "/NAME: guardrun is at the root of its hierarchy (a host, or a container's cgroup namespace)"
 	}
-	return base + "/NAME, outside this process's cgroup " + h.V2Own + ", which is not delegated (no Delegate=yes): the service manager does not manage groups there"
+	return base + "/NAME, outside this process's cgroup " + h.V2Own + ": root, and systemd does not manage this host's cgroups"
 }
