@@ -31,10 +31,11 @@ func FuzzConfig(f *testing.F) {
 		code := 0
 		app := newApp(nopWriter{}, nopWriter{}, &code)
 		app.Action = func(c *cli.Context) error {
-			if err := withConfig(flags())(c); err != nil {
+			command, err := readConfig(c, flags())
+			if err != nil {
 				return err
 			}
-			_, err := loadSettings(c)
+			_, err = loadSettings(c, command)
 			return err
 		}
 		err := app.Run([]string{"guardrun", "--config", path, "--", "true"})

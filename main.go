@@ -82,10 +82,11 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 		Action: func(c *cli.Context) error {
 			// Here, not in the app's Before, which would run for status
 			// and version too.
-			if err := withConfig(flags())(c); err != nil {
+			command, err := readConfig(c, flags())
+			if err != nil {
 				return err
 			}
-			s, err := loadSettings(c)
+			s, err := loadSettings(c, command)
 			if err != nil {
 				return err
 			}

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"os"
 	"os/user"
@@ -65,6 +66,8 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "before-stop-timeout", Value: 10 * time.Second, Usage: "kill the --before-stop hook after `DUR` and stop the child", EnvVars: env("before-stop-timeout")},
 		&cli.StringFlag{Name: "heap-hint", Value: "auto", Usage: "`auto` or off: tell a Node.js, Go or JVM child its share of --max", EnvVars: env("heap-hint")},
 		&cli.StringFlag{Name: "notify-ready", Value: "started", Usage: "under systemd Type=notify, send READY=1 when the child has `started`, or relay the child's own (child)", EnvVars: env("notify-ready")},
+		&cli.StringFlag{Name: "chdir", Usage: "run the child in `DIR` (as systemd's WorkingDirectory=)", EnvVars: env("chdir")},
+		&cli.StringFlag{Name: "env-file", Usage: "add the KEY=VALUE lines of `FILE` to the child's environment (as systemd's EnvironmentFile=: # comments and blank lines skipped, one pair of quotes taken off)", EnvVars: env("env-file")},
 		&cli.StringFlag{Name: "user", Usage: "run the child as `USER[:GROUP]` (name or number), with no way back; guardrun keeps root to manage the group", EnvVars: env("user")},
 		&cli.StringFlag{Name: "cgroup", Value: "auto", Usage: "cgroup `BACKEND`: auto, v2, v1 or none", EnvVars: env("cgroup")},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors and the line that names an OOM kill or a crash loop", EnvVars: env("quiet")},
@@ -79,15 +82,27 @@ func configFlag() cli.Flag {
 }
 
 // withConfig applies --config, when given, to the command's own flags
-// (own) before its action runs.
+// (own) before its action runs: for a command that runs nothing.
 func withConfig(own []cli.Flag) cli.BeforeFunc {
 	return func(c *cli.Context) error {
-		if p := c.String("config"); p != "" {
-			return applyConfig(c, p, own)
-		}
-		return nil
+		_, err := readConfig(c, own)
+		return err
 	}
 }
+
+// readConfig applies --config, when given, to the command's own flags
+// (own), and returns the command the file holds (command = [...]), if any.
+func readConfig(c *cli.Context, own []cli.Flag) ([]string, error) {
+	if p := c.String("config"); p != "" {
+		return applyConfig(c, p, own)
+	}
+	return nil, nil
+}
+
+// commandKey is the config file's command: a list of strings, so that a
+// unit can run guardrun --config FILE with nothing after it, and no word
+// is split or quoted by anyone.
+const commandKey = "command"
 
 // applyConfig fills every flag that neither the command line nor the
 // environment set from the TOML file, so the command line wins over env,
@@ -97,11 +112,16 @@ func withConfig(own []cli.Flag) cli.BeforeFunc {
 // the command's own flags and is not set on the command line or in the
 // environment. A key that is no flag of guardrun's is refused; one of a
 // run's flags that this command lacks is left for the run.
-func applyConfig(c *cli.Context, path string, own []cli.Flag) error {
+func applyConfig(c *cli.Context, path string, own []cli.Flag) ([]string, error) {
 	var file map[string]any
 	if _, err := toml.DecodeFile(path, &file); err != nil {
-		return usageError(fmt.Sprintf("--config %s: %v", path, err), "the file is TOML: one `name = value` per line, e.g. max = \"512M\"")
+		return nil, usageError(fmt.Sprintf("--config %s: %v", path, err), "the file is TOML: one `name = value` per line, e.g. max = \"512M\"")
 	}
+	command, err := configCommand(path, file)
+	if err != nil {
+		return nil, err
+	}
+	delete(file, commandKey)
 	known := map[string]bool{}
 	for _, f := range flags() {
 		known[f.Names()[0]] = true
@@ -119,8 +139,9 @@ func applyConfig(c *cli.Context, path string, own []cli.Flag) error {
 					names = append(names, n)
 				}
 			}
+			names = append(names, commandKey)
 			sort.Strings(names)
-			return usageError(fmt.Sprintf("--config %s: unknown key %q", path, k), "keys are the long flag names: "+strings.Join(names, ", "))
+			return nil, usageError(fmt.Sprintf("--config %s: unknown key %q", path, k), "keys are the long flag names and command: "+strings.Join(names, ", "))
 		}
 		if c.IsSet(k) || lookupFlag(own, k) == nil {
 			continue
@@ -132,19 +153,63 @@ func applyConfig(c *cli.Context, path string, own []cli.Flag) error {
 		}
 		for _, v := range values {
 			if err := c.Set(k, fmt.Sprint(v)); err != nil {
-				return configValueError(path, k, v, err)
+				return nil, configValueError(path, k, v, err)
 			}
 		}
 	}
-	return nil
+	return command, nil
+}
+
+// configCommand is the file's command = [...], checked: a list of one or
+// more strings, the first not empty.
+func configCommand(path string, file map[string]any) ([]string, error) {
+	v, ok := file[commandKey]
+	if !ok {
+		return nil, nil
+	}
+	hint := `write it as a list, one word an item: command = ["/usr/bin/node", "/srv/api/app.js"]`
+	list, ok := v.([]any)
+	if !ok {
+		return nil, usageError(fmt.Sprintf("--config %s: command = %s: not a list of strings", path, tomlValue(v)), hint)
+	}
+	if len(list) == 0 {
+		return nil, usageError(fmt.Sprintf("--config %s: command = []: an empty list", path), hint)
+	}
+	argv := make([]string, len(list))
+	for i, item := range list {
+		w, ok := item.(string)
+		if !ok {
+			return nil, usageError(fmt.Sprintf("--config %s: command: item %d is %s, not a string", path, i+1, tomlValue(item)), hint)
+		}
+		argv[i] = w
+	}
+	if argv[0] == "" {
+		return nil, usageError(fmt.Sprintf("--config %s: command: the program (item 1) is empty", path), hint)
+	}
+	return argv, nil
+}
+
+// tomlValue shows a decoded TOML value as the file would have it.
+func tomlValue(v any) string {
+	if s, ok := v.(string); ok {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprint(v)
 }
 
 // loadSettings layers the sources and validates every value before anything
 // is created, so bad input changes nothing.
-func loadSettings(c *cli.Context) (*settings, error) {
+// fileCommand is the --config file's command, if it holds one.
+func loadSettings(c *cli.Context, fileCommand []string) (*settings, error) {
 	args := c.Args().Slice()
-	if len(args) == 0 {
-		return nil, usageError("no command to run", "put the command after the flags: guardrun --max 512M -- node app.js")
+	switch {
+	case len(args) > 0 && fileCommand != nil:
+		return nil, usageError(fmt.Sprintf("two commands: %s after the flags, and command = [...] in --config %s", strconv.Quote(args[0]), c.String("config")),
+			"keep one: leave out the command after the flags to run the file's, or take command out of the file")
+	case len(args) == 0 && fileCommand == nil:
+		return nil, usageError("no command to run", "put the command after the flags: guardrun --max 512M -- node app.js", `or in the --config file: command = ["node", "app.js"]`)
+	case len(args) == 0:
+		args = fileCommand
 	}
 	s := &settings{quiet: c.Bool("quiet"), logFormat: c.String("log-format")}
 	if !slices.Contains([]string{"text", "json"}, s.logFormat) {
@@ -267,8 +332,77 @@ func loadSettings(c *cli.Context) (*settings, error) {
 			return nil, usageError("--user "+u+": "+err.Error(), hint)
 		}
 	}
+	if d := c.String("chdir"); d != "" {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			why := "not a directory"
+			if err != nil {
+				why = unwrapPath(err).Error()
+			}
+			return nil, usageError(fmt.Sprintf("--chdir %s: %s", d, why), "name a directory the child can run in")
+		}
+		cfg.Dir = d
+	}
 	cfg.Env = os.Environ()
+	if f := c.String("env-file"); f != "" {
+		extra, err := readEnvFile(f)
+		if err != nil {
+			return nil, usageError("--env-file "+err.Error(), "write one KEY=VALUE a line; # starts a comment line")
+		}
+		cfg.Env = append(cfg.Env, extra...)
+	}
 	return s, nil
+}
+
+// unwrapPath is a *fs.PathError's errno alone, as the message names the
+// path already.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// readEnvFile reads KEY=VALUE lines as systemd's EnvironmentFile= does in
+// its common form: blank lines and lines starting with # or ; are
+// skipped, space around the line is trimmed, and one pair of matching
+// quotes around the value is taken off. A line without = or with a key
+// that is no variable name is an error that names it; guardrun does not
+// guess.
+func readEnvFile(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", path, unwrapPath(err))
+	}
+	var env []string
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == ';' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k = strings.TrimSpace(strings.TrimPrefix(k, "export "))
+		if !ok || !envName(k) {
+			return nil, fmt.Errorf("%s:%d: %q is not KEY=VALUE", path, i+1, line)
+		}
+		v = strings.TrimSpace(v)
+		if len(v) >= 2 && (v[0] == '"' || v[0] == '\'') && v[len(v)-1] == v[0] {
+			v = v[1 : len(v)-1]
+		}
+		env = append(env, k+"="+v)
+	}
+	return env, nil
+}
+
+// envName reports a shell variable name: a letter or _, then letters,
+// digits and _.
+func envName(k string) bool {
+	for i, r := range k {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return k != ""
 }
 
 var errNotRoot = errors.New("only root can run a child as another user")

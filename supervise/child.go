@@ -135,7 +135,7 @@ func armWatch(g cgroup.Group, cfg Config) (*cgroup.Watcher, error) {
 func command(cfg Config) (cmd *exec.Cmd, tty int) {
 	cmd = exec.Command(cfg.Command[0], cfg.Command[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = orFile(cfg.Stdin, os.Stdin), orFile(cfg.Stdout, os.Stdout), orFile(cfg.Stderr, os.Stderr)
-	cmd.Env = cfg.Env
+	cmd.Env, cmd.Dir = cfg.Env, cfg.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true,
 		// If guardrun dies, even by SIGKILL, the child must not live on.

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -96,6 +97,9 @@ type Config struct {
 	// Stdin, Stdout, Stderr default to guardrun's own, passed untouched.
 	Stdin, Stdout, Stderr *os.File
 	Env                   []string
+	// Dir is the child's working directory; "" is guardrun's own. A
+	// relative Command[0] is taken from there, as os/exec does.
+	Dir string
 }
 
 // forwarded are the signals passed on to the child, as tini does.
@@ -168,7 +172,11 @@ func Prepare(cfg Config) (*Supervisor, error) {
 	}()
 	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
 		// Read once: a PATH lookup, the Go build information and a #! line.
-		sv.runtime = runtimeOf(cfg.Command[0])
+		prog := cfg.Command[0]
+		if cfg.Dir != "" && strings.Contains(prog, "/") && !filepath.IsAbs(prog) {
+			prog = filepath.Join(cfg.Dir, prog) // where the child will find it
+		}
+		sv.runtime = runtimeOf(prog)
 		if (sv.runtime == "node" || sv.runtime == "jvm") && cfg.DiagDir == "" {
 			uid, gid := -1, -1
 			if c := cfg.Credential; c != nil {
