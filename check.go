@@ -29,6 +29,28 @@ func check(w io.Writer) int {
 	if p := cgroup.Placement(h); p != "" {
 		fmt.Fprintf(w, "v2 groups go to:   %s\n", p)
 	}
+	// In a container whose cgroupfs guardrun may not write, --cgroup auto
+	// observes the container's own group (cgroup.Enclosing): the kernel
+	// holds the container's ceiling and names each OOM kill, and there is
+	// no group of guardrun's own to prove.
+	if g, err := cgroup.Open(cgroup.Options{Name: fmt.Sprintf("check-auto-%d", os.Getpid()), Backend: "auto"}); err == nil {
+		e, enclosed := cgroup.Enclosing(g)
+		g.Remove()
+		if enclosed {
+			fmt.Fprintf(w, "container group:   %s (cgroup %s; guardrun may not make groups here: %s)\n", e.Dir, e.Backend, e.Why)
+			fmt.Fprintf(w, "can enforce:       under --cgroup auto, %s\n", e)
+			for _, n := range e.Notes() {
+				fmt.Fprintf(w, "note:              %s\n", n)
+			}
+			if e.OOMGroup {
+				fmt.Fprintf(w, "memory.oom.group:  1: an OOM kill ends guardrun too; see docs/CONTAINERS.md for singleProcessOOMKill, or give the child a --max below the container's limit\n")
+			}
+			if e.Ceiling == 0 {
+				return 1
+			}
+			return 0
+		}
+	}
 	if h.V1Memory != "" {
 		fmt.Fprintf(w, "cgroup v1 memory:  %s (this process: %s)\n", h.V1Memory, h.V1OwnMemory)
 	}

@@ -199,6 +199,7 @@ func runError(err error, cfg supervise.Config, code int) error {
 	var se *supervise.StartError
 	var de *supervise.DiagDirError
 	var sce *cgroup.ScopeError
+	var ee *cgroup.EnclosedError
 	switch {
 	case errors.As(err, &pe):
 		return &userError{msg: err.Error() + ": " + cfg.Name + " was not started", code: code,
@@ -208,6 +209,8 @@ func runError(err error, cfg supervise.Config, code int) error {
 	case errors.As(err, &de):
 		return &userError{msg: err.Error(), code: code,
 			hints: []string{"set TMPDIR to a directory guardrun can write (it makes a private one there, mode 0700, and removes it at the end)", "or turn the heap hint and its reports off with --heap-hint off"}}
+	case errors.As(err, &ee):
+		return &userError{msg: err.Error(), code: code, hints: []string{ee.Hint()}}
 	case errors.As(err, &sce):
 		return &userError{msg: sce.Why, code: code, hints: sce.Hints}
 	case errors.Is(err, cgroup.ErrBusy):

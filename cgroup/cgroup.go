@@ -147,8 +147,10 @@ func NameFor(argv0 string) string {
 
 // Open creates the group for one run with the chosen backend. With "auto" it
 // takes v2 where the memory controller is on the unified hierarchy, else v1
-// where a memory hierarchy is mounted, else none. A forced backend that is
-// not usable is an error, never a silent downgrade.
+// where a memory hierarchy is mounted, else none; where the hierarchy is
+// not guardrun's to write (a container's read-only cgroupfs), it observes
+// the group guardrun is in (Enclosing). A forced backend that is not
+// usable is an error, never a silent downgrade.
 func Open(o Options) (Group, error) {
 	if err := ValidName(o.Name); err != nil {
 		return nil, err
@@ -161,19 +163,27 @@ func Open(o Options) (Group, error) {
 	h := Discover()
 	switch o.Backend {
 	case "v2":
-		return openV2(h, o)
+		g, err := openV2(h, o)
+		return g, enclosedError(h, "v2", err)
 	case "v1":
-		return openV1(h, o)
+		g, err := openV1(h, o)
+		return g, enclosedError(h, "v1", err)
 	case "none":
 		return openNone(o, "--cgroup none was asked for"), nil
 	case "auto", "":
 	default:
 		return nil, fmt.Errorf("unknown cgroup backend %q", o.Backend)
 	}
+	// A group guardrun may not make (a container's read-only cgroupfs)
+	// is observed from the one it is in, where that can be read
+	// (enclosing.go); sampling is the last resort.
 	if h.V2Memory() {
 		g, err := openV2(h, o)
 		if err == nil || errors.Is(err, ErrBusy) {
 			return g, err
+		}
+		if g, ok := openEnclosing(h, "v2", o, err); ok {
+			return g, nil
 		}
 		return openNone(o, err.Error()), nil
 	}
@@ -181,6 +191,9 @@ func Open(o Options) (Group, error) {
 		g, err := openV1(h, o)
 		if err == nil || errors.Is(err, ErrBusy) {
 			return g, err
+		}
+		if g, ok := openEnclosing(h, "v1", o, err); ok {
+			return g, nil
 		}
 		return openNone(o, err.Error()), nil
 	}

@@ -1,8 +1,10 @@
 package supervise
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -33,6 +35,14 @@ func (s *supervisor) runChild() (*Result, error) {
 	if why := cgroup.NoCgroupReason(g); why != "" && s.restarts == 0 {
 		log.Warn("no cgroup: the ceiling is enforced best-effort by sampling RSS, and a fast leak can overshoot it", "run", cfg.Name, "why", why)
 	}
+	ceiling := cfg.Limits.Ceiling
+	encl, enclosed := cgroup.Enclosing(g)
+	if enclosed {
+		ceiling = encl.ChildCeiling()
+		if s.restarts == 0 {
+			logEnclosure(log, cfg.Name, encl)
+		}
+	}
 	w, err := armWatch(g, cfg)
 	if err != nil {
 		return nil, err
@@ -44,10 +54,10 @@ func (s *supervisor) runChild() (*Result, error) {
 	if err := g.Start(cmd); err != nil {
 		return nil, &StartError{Command: cfg.Command[0], Err: err}
 	}
-	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Ceiling: cfg.Limits.Ceiling, Restarts: s.restarts, Backend: g.Backend(), Cgroup: g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
+	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Ceiling: ceiling, Restarts: s.restarts, Backend: g.Backend(), Cgroup: g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
 	s.hints = ""
 
-	r := &Result{Name: cfg.Name, Backend: g.Backend(), Path: g.Path(), Pid: cmd.Process.Pid, Restarts: s.restarts}
+	r := &Result{Name: cfg.Name, Backend: g.Backend(), Path: g.Path(), Pid: cmd.Process.Pid, Restarts: s.restarts, Sampled: enclosed && encl.Sampled()}
 	c := &child{supervisor: s, g: g, p: cmd.Process, r: r, kmsgSince: since, started: started}
 	if w != nil {
 		c.notices = w.C
@@ -110,6 +120,19 @@ func (s *supervisor) runChild() (*Result, error) {
 	e.Diagnosis = diag
 	s.em.emit(e)
 	return r, nil
+}
+
+// logEnclosure says once what a run in a container's own group gets: a
+// Warn when memory.oom.group there will take guardrun with the child.
+func logEnclosure(log *slog.Logger, name string, e cgroup.Enclosure) {
+	level := slog.LevelInfo
+	if e.OOMGroup {
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, e.String(), "run", name, "path", e.Dir, "why", e.Why)
+	for _, n := range e.Notes() {
+		log.Warn(n, "run", name)
+	}
 }
 
 // armWatch arms the group's watches: OOM kills always (the kernel tells

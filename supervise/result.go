@@ -37,7 +37,10 @@ type Result struct {
 	Forced  bool // the group was killed: stop timeout or a second stop request
 	// Reason is why guardrun itself stopped the child to restart it:
 	// ReasonRestartAt or ReasonPressure; "" otherwise.
-	Reason   string
+	Reason string
+	// Sampled: guardrun's RSS sampler held the child's ceiling, a --max
+	// below the limit of the container guardrun observes (cgroup.Enclosing).
+	Sampled  bool
 	Restarts int    // restarts before this child
 	GaveUp   string // why guardrun gave up on a crash loop; "" if it did not
 
@@ -130,10 +133,16 @@ func (r *Result) classify() {
 // guardrun's sampler) ended the child.
 func (r *Result) OOMKilled() bool { return r.Cause == CauseOOMKill }
 
-// oomWho names the killer: the kernel, or guardrun's sampler without a cgroup.
+// oomWho names the killer: the kernel, or guardrun's sampler without a
+// cgroup or below a container's limit. There both may kill, the sampler at
+// --max and the kernel at the container's limit; one count holds both, and
+// the sampler, which fires first, is named.
 func (r *Result) oomWho() string {
 	if r.Backend == "none" {
 		return "guardrun (no cgroup: sampled RSS)"
+	}
+	if r.Sampled {
+		return "guardrun (sampled RSS: --max is below the container's limit)"
 	}
 	return "the kernel OOM killer"
 }

@@ -1,0 +1,354 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/testchild"
+	"golang.org/x/sys/unix"
+)
+
+// leakOnce makes the test binary a child that leaks until the OOM killer
+// ends it the first time it runs, and exits 0 the next: its value is the
+// file that says it ran before.
+const leakOnce = "GUARDRUN_TEST_LEAK_ONCE"
+
+func init() {
+	marker := os.Getenv(leakOnce)
+	if marker == "" || os.Getenv(asGuardrun) != "" {
+		return
+	}
+	if _, err := os.Stat(marker); err == nil {
+		fmt.Println("leak-once: ran before, exiting 0")
+		os.Exit(0)
+	}
+	if err := os.WriteFile(marker, []byte("leaking"), 0o644); err != nil {
+		fmt.Fprintln(os.Stderr, "leak-once:", err)
+		os.Exit(3)
+	}
+	os.Exit(testchild.Main("leak", []string{"4"}))
+}
+
+// containerCeiling is the container's memory limit (linux.resources.memory.limit).
+const containerCeiling = 128 << 20
+
+// TestContainerReadOnlyCgroupfs runs guardrun as the process of a real
+// container: runc, with the OCI runtime spec's default read-only
+// /sys/fs/cgroup mount, a cgroup namespace, a 128 MiB memory limit and no
+// network namespace, so that a receiver on 127.0.0.1 in this test is
+// reachable. Inside, guardrun observes the container's own group: a
+// leaking child is named as OOM-killed within a second of the kill (by
+// the container's memory.events on v2, its memory.oom_control on v1),
+// restarted, and one notification reaches the receiver. runc's cgroupfs
+// driver runs on the host's v1 hierarchy and on the VM's v2 alike.
+func TestContainerReadOnlyCgroupfs(t *testing.T) {
+	h := cgroup.Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	runc := requireRunc(t)
+	if h.Version() == "v2" && unix.Access(h.V2, unix.W_OK) != nil {
+		skipOrFail(t, "needs a writable cgroup2 at "+h.V2+" for runc to make the container's group")
+	}
+
+	bundle := t.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	for _, d := range []string{"proc", "sys", "dev", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	staticSelf(t, filepath.Join(rootfs, "guardrun"))
+
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, string(b))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+
+	id := fmt.Sprintf("grtest-ctr-%d", os.Getpid())
+	args := []string{"/guardrun", "--name", "leaky", "--restart", "on-failure", "--max-restarts", "1",
+		"--notify", srv.URL + "/hook", "--", "/guardrun", "-test.run=^$"}
+	writeSpec(t, runc, bundle, "/"+id, args, []string{
+		"PATH=/", "HOME=/tmp", "TMPDIR=/tmp", asGuardrun + "=1", leakOnce + "=/tmp/leaked",
+	})
+
+	cmd := runcRun(runc, bundle, id)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	cmd.Stdout = &stdout
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command(runc, "--root", filepath.Join(bundle, "state"), "delete", "--force", id).Run()
+	})
+
+	// The kill as the kernel counts it, read from outside the container:
+	// the same counter guardrun reads inside.
+	killedAt := make(chan time.Time, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go watchOOMCounter(h, id, killedAt, stop)
+
+	var log strings.Builder
+	var oomLineAt time.Time
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		line := sc.Text()
+		log.WriteString(line + "\n")
+		if oomLineAt.IsZero() && strings.Contains(line, "msg=oom_kill run=leaky") {
+			oomLineAt = time.Now()
+		}
+	}
+	err = cmd.Wait()
+	out := log.String()
+	t.Logf("runc run took %v; guardrun's log:\n%s\nstdout:\n%s", time.Since(start).Round(time.Millisecond), out, stdout.String())
+	if err != nil {
+		t.Fatalf("runc run: %v (guardrun's restarted child exits 0)", err)
+	}
+
+	for _, want := range []string{
+		"msg=\"observing the container's own group (read-only cgroupfs): ceiling = the container's " + map[string]string{"v2": "memory.max", "v1": "memory.limit_in_bytes"}[h.Version()] + " (128 MiB)\" run=leaky path=/sys/fs/cgroup",
+		"msg=started run=leaky pid=",
+		"backend=" + h.Version() + " cgroup=/sys/fs/cgroup",
+		"ceiling=" + strconv.Itoa(containerCeiling),
+		"level=WARN msg=oom_kill run=leaky",
+		"killer=\"the kernel OOM killer\"",
+		"msg=exited run=leaky",
+		"cause=oom_kill code=137",
+		"level=WARN msg=restarting run=leaky",
+		"leak-once: ran before, exiting 0",
+	} {
+		if !strings.Contains(out+stdout.String(), want) {
+			t.Errorf("guardrun's output lacks %q", want)
+		}
+	}
+	if n := strings.Count(out, "msg=started run=leaky"); n != 2 {
+		t.Errorf("%d starts, want 2: the leak and its restart", n)
+	}
+	if strings.Contains(out, "no cgroup") {
+		t.Errorf("guardrun fell back to sampling")
+	}
+
+	select {
+	case at := <-killedAt:
+		if oomLineAt.IsZero() {
+			t.Fatal("no oom_kill line")
+		}
+		d := oomLineAt.Sub(at)
+		t.Logf("the kernel's OOM kill (seen outside) to guardrun's oom_kill line: %v", d.Round(time.Millisecond))
+		if d > time.Second {
+			t.Errorf("guardrun named the OOM kill %v after the kernel counted it, want within 1s", d)
+		}
+	default:
+		t.Error("the container's oom_kill counter never rose, seen from outside")
+	}
+
+	// guardrun check, in the same container, says what a run gets there.
+	writeSpec(t, runc, bundle, "/"+id, []string{"/guardrun", "check"}, []string{"PATH=/", asGuardrun + "=1"})
+	ckOut, err := runcRun(runc, bundle, id+"-check").CombinedOutput()
+	t.Logf("guardrun check in the container:\n%s", ckOut)
+	if err != nil {
+		t.Errorf("guardrun check in the container: %v\n%s", err, ckOut)
+	}
+	for _, want := range []string{
+		"container group:   /sys/fs/cgroup",
+		"can enforce:       under --cgroup auto, observing the container's own group (read-only cgroupfs): ceiling = the container's ",
+	} {
+		if !strings.Contains(string(ckOut), want) {
+			t.Errorf("guardrun check lacks %q:\n%s", want, ckOut)
+		}
+	}
+
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || !strings.Contains(got[0], `"kind":"oom_kill"`) || !strings.Contains(got[0], `"run":"leaky"`) {
+		t.Fatalf("the receiver got %d notifications, want one oom_kill of leaky:\n%s", len(got), strings.Join(got, "\n"))
+	}
+}
+
+// runcRun runs the bundle's container as id. runc's own state goes with
+// the test; pivot_root cannot leave an initramfs (the VM's /), so there
+// the container's root is entered with --no-pivot.
+func runcRun(runc, bundle, id string) *exec.Cmd {
+	cmd := exec.Command(runc, "--root", filepath.Join(bundle, "state"), "run", "--bundle", bundle)
+	if onRamfs("/") {
+		cmd.Args = append(cmd.Args, "--no-pivot")
+	}
+	cmd.Args = append(cmd.Args, id)
+	return cmd
+}
+
+// requireRunc finds runc: scripts/test installs it, scripts/vmtest packs
+// the host's, and says when it had none to pack (GUARDRUN_TEST_RUNC).
+func requireRunc(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("runc"); err == nil {
+		return p
+	}
+	for _, p := range []string{"/usr/sbin/runc", "/usr/bin/runc"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("GUARDRUN_TEST_RUNC") == "absent" {
+		t.Skip("needs runc, and the host scripts/vmtest ran on had none to pack (apt-get install runc)")
+	}
+	skipOrFail(t, "needs runc (apt-get install runc)")
+	return ""
+}
+
+func skipOrFail(t *testing.T, why string) {
+	t.Helper()
+	if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" {
+		t.Fatalf("%s, and GUARDRUN_TEST_REQUIRE=1 forbids skipping", why)
+	}
+	t.Skip(why)
+}
+
+// staticSelf puts a statically linked copy of this test binary at path,
+// the container's only program: guardrun, and its child. The VM's test
+// binaries are static (CGO_ENABLED=0); one built with -race is not, and
+// is built again without it.
+func staticSelf(t *testing.T, path string) {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dynamic := false
+	for _, p := range f.Progs {
+		dynamic = dynamic || p.Type == elf.PT_INTERP
+	}
+	f.Close()
+	if !dynamic {
+		copyFile(t, self, path)
+		return
+	}
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		skipOrFail(t, "this test binary is dynamically linked (-race) and there is no go to build a static one")
+	}
+	c := exec.Command(gobin, "test", "-c", "-o", path, ".")
+	c.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("build a static test binary: %v\n%s", err, out)
+	}
+}
+
+// writeSpec writes the bundle's config.json: runc spec's default (its
+// /sys/fs/cgroup mount is read-only) with args, env, a cgroup namespace,
+// no network namespace, and the container's memory limit.
+func writeSpec(t *testing.T, runc, bundle, cgroupsPath string, args, env []string) {
+	t.Helper()
+	file := filepath.Join(bundle, "config.json")
+	os.Remove(file) // runc spec will not write over one
+	if out, err := exec.Command(runc, "spec", "--bundle", bundle).CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var spec map[string]any
+	if err := json.Unmarshal(b, &spec); err != nil {
+		t.Fatal(err)
+	}
+	p := spec["process"].(map[string]any)
+	p["terminal"], p["args"], p["env"] = false, args, env
+	spec["root"] = map[string]any{"path": "rootfs", "readonly": false}
+	linux := spec["linux"].(map[string]any)
+	var ns []any
+	for _, n := range linux["namespaces"].([]any) {
+		if typ := n.(map[string]any)["type"]; typ != "network" && typ != "cgroup" {
+			ns = append(ns, n)
+		}
+	}
+	linux["namespaces"] = append(ns, map[string]any{"type": "cgroup"})
+	linux["cgroupsPath"] = cgroupsPath
+	res, _ := linux["resources"].(map[string]any)
+	if res == nil {
+		res = map[string]any{}
+	}
+	res["memory"] = map[string]any{"limit": containerCeiling}
+	linux["resources"] = res
+	var ro bool
+	for _, m := range spec["mounts"].([]any) {
+		m := m.(map[string]any)
+		if m["destination"] == "/sys/fs/cgroup" {
+			for _, o := range m["options"].([]any) {
+				ro = ro || o == "ro"
+			}
+		}
+	}
+	if !ro {
+		t.Fatalf("runc spec's /sys/fs/cgroup mount is not read-only: %s", b)
+	}
+	if b, err = json.MarshalIndent(spec, "", "\t"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// onRamfs: dir is on the initramfs, which pivot_root cannot leave.
+func onRamfs(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && (st.Type == unix.RAMFS_MAGIC || st.Type == unix.TMPFS_MAGIC)
+}
+
+// watchOOMCounter sends the time the container's oom_kill counter first
+// reads above 0 (v2 memory.events, v1 memory.oom_control), read from the
+// host's side every millisecond: a reference clock for guardrun's line.
+func watchOOMCounter(h cgroup.Hierarchy, id string, at chan<- time.Time, stop <-chan struct{}) {
+	file := filepath.Join(h.V2, id, "memory.events")
+	if h.Version() == "v1" {
+		file = filepath.Join(h.V1Memory, id, "memory.oom_control")
+	}
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue // not made yet, or gone
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "oom_kill "); ok && v != "0" {
+				at <- time.Now()
+				return
+			}
+		}
+	}
+}
