@@ -37,7 +37,7 @@ func env(name string) []string {
 	return []string{"GUARDRUN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))}
 }
 
-// flags are the command-line contract; README documents each.
+// flags are the command-line contract; docs/USAGE.md documents each.
 func flags() []cli.Flag {
 	return withNames(append([]cli.Flag{
 		configFlag(),

@@ -8,7 +8,7 @@ import (
 	"github.com/guardrun/guardrun/supervise"
 )
 
-// Dedup is the contract of README "Notifications", as a pure state machine:
+// Dedup is the contract of docs/NOTIFICATIONS.md, as a pure state machine:
 // events and the time go in, notifications come out. It keeps no clock of
 // its own, so tests drive it with any time they like.
 //

@@ -22,7 +22,7 @@ import (
 // (working_set, cache and victim were).
 const Schema = "guardrun.notification/v1"
 
-// Notification is the payload every sink gets (README, "Notifications").
+// Notification is the payload every sink gets (docs/NOTIFICATIONS.md).
 type Notification struct {
 	Schema    string    `json:"schema"`
 	Host      string    `json:"host"`

@@ -8,7 +8,7 @@ import (
 // Backoff is the delay between restarts: exponential up to the cap,
 // jittered down to anywhere in the delay's lower half, and reset to the
 // minimum by a child that stayed up long enough. The defaults and why are
-// in README, "Restarts".
+// in docs/BEHAVIOUR.md, "Restarts".
 type Backoff struct {
 	Min, Max time.Duration
 	Factor   float64
