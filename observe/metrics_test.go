@@ -211,7 +211,7 @@ func TestMetricsReadsStateAtScrape(t *testing.T) {
 func TestMetricsUpByPhase(t *testing.T) {
 	for phase, want := range map[string]float64{
 		PhaseStarting: 0, PhaseRunning: 1, PhaseStopping: 1,
-		PhaseBackoff: 0, PhaseWaiting: 0, PhaseEnded: 0,
+		PhaseBackoff: 0, PhaseWaiting: 0, PhaseEnded: 0, PhaseGaveUp: 0,
 	} {
 		rec := httptest.NewRecorder()
 		NewMetrics(func() State { return State{Run: "p", Phase: phase} }).Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))

@@ -1,17 +1,10 @@
 package observe
 
 import (
-	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,57 +40,9 @@ scrape_configs:
     static_configs:
       - targets: [%q]
 `, bound)
-	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// Never 9090: a Prometheus already running on the host has it.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	web := l.Addr().String()
-	l.Close()
-	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	prom := exec.Command(bin,
-		"--config.file="+filepath.Join(dir, "prometheus.yml"),
-		"--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+web)
-	prom.Stdout, prom.Stderr = logf, logf
 	start := time.Now()
-	if err := prom.Start(); err != nil {
-		t.Fatal(err)
-	}
-	// Registered after t.TempDir, so it runs before the directory is
-	// removed: Prometheus must be gone before its TSDB is.
-	t.Cleanup(func() {
-		prom.Process.Signal(syscall.SIGTERM)
-		exited := make(chan struct{})
-		go func() { prom.Wait(); close(exited) }()
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			prom.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("prometheus log:\n%s", b)
-		}
-	})
-
-	base := "http://" + web
+	base := testchild.StartPrometheus(t, bin, dir, cfg)
 	deadline := start.Add(30 * time.Second)
-	for !promGet(base+"/-/ready", nil) {
-		if time.Now().After(deadline) {
-			t.Fatal("prometheus not ready within 30s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("prometheus %s ready after %v", web, time.Since(start).Round(time.Millisecond))
 
 	// The first scrape comes about 5 s after ready, not 1 s: Prometheus
 	// 2.42 hands discovered targets to its scrape manager on a 5 s tick
@@ -130,7 +75,7 @@ scrape_configs:
 			} `json:"activeTargets"`
 		} `json:"data"`
 	}
-	if !promGet(base+"/api/v1/targets", &targets) {
+	if testchild.GetJSON(base+"/api/v1/targets", &targets) != nil {
 		t.Fatal("GET /api/v1/targets failed")
 	}
 	at := targets.Data.ActiveTargets
@@ -160,21 +105,6 @@ scrape_configs:
 	}
 }
 
-// promGet fetches u and, if v is not nil, decodes its JSON body into v; it
-// reports whether that worked with status 200.
-func promGet(u string, v any) bool {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(u)
-	if err != nil {
-		return false
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false
-	}
-	return v == nil || json.NewDecoder(resp.Body).Decode(v) == nil
-}
-
 // promQuery runs an instant query and returns its one sample's value.
 func promQuery(u string) (float64, bool) {
 	var r struct {
@@ -185,7 +115,7 @@ func promQuery(u string) (float64, bool) {
 			} `json:"result"`
 		} `json:"data"`
 	}
-	if !promGet(u, &r) || r.Status != "success" || len(r.Data.Result) != 1 {
+	if testchild.GetJSON(u, &r) != nil || r.Status != "success" || len(r.Data.Result) != 1 {
 		return 0, false
 	}
 	s, ok := r.Data.Result[0].Value[1].(string)

@@ -162,6 +162,8 @@ func (r *Recorder) Observe(e supervise.Event) {
 		st.Phase = PhaseBackoff
 	case supervise.PreflightWait:
 		st.Phase = PhaseWaiting
+	case supervise.GaveUp:
+		st.Phase = PhaseGaveUp
 	}
 	st.Last = append(st.Last, m)
 	if len(st.Last) > lastEvents {
@@ -232,7 +234,10 @@ func (r *Recorder) Finish(exit *Exit) {
 	r.rep.Ended = r.now()
 	r.rep.Exit = exit
 	r.rep.Restarts = r.st.Restarts
-	r.st.Phase, r.st.Pid = PhaseEnded, 0
+	if r.st.Phase != PhaseGaveUp {
+		r.st.Phase = PhaseEnded
+	}
+	r.st.Pid = 0
 	r.ended = true
 	if r.held != nil {
 		r.held.Stop()

@@ -134,6 +134,27 @@ func TestStatePhases(t *testing.T) {
 	}
 }
 
+// A run that gave up on a crash loop ends in gave_up, not ended: the last
+// state a textfile collector keeps says so, for an alert to match.
+func TestGaveUpOutlivesTheEnd(t *testing.T) {
+	rec := NewRecorder(Options{Run: "loop"})
+	for _, e := range []supervise.Event{
+		{Kind: supervise.Started, Pid: 10},
+		{Kind: supervise.Exited, Pid: 10, Cause: supervise.CauseExited, ExitCode: 1},
+		{Kind: supervise.GaveUp, Restarts: 5, Cause: supervise.CauseExited, ExitCode: 1, Detail: "5 restarts in 2s"},
+	} {
+		e.Run = "loop"
+		rec.Observe(e)
+	}
+	if p := rec.Snapshot().Phase; p != PhaseGaveUp {
+		t.Fatalf("phase after gave_up: %s", p)
+	}
+	rec.Finish(&Exit{Cause: supervise.CauseExited, Code: 1})
+	if p := rec.Snapshot().Phase; p != PhaseGaveUp {
+		t.Fatalf("phase after the end: %s, want %s", p, PhaseGaveUp)
+	}
+}
+
 // A long run's timeline is folded, never lost at its peaks, and its event
 // list keeps the beginning and the latest.
 func TestTimelineIsBoundedAndKeepsPeaks(t *testing.T) {

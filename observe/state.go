@@ -13,6 +13,9 @@ const (
 	PhaseBackoff  = "backoff"        // waiting to restart
 	PhaseWaiting  = "preflight_wait" // waiting for memory
 	PhaseEnded    = "ended"
+	// PhaseGaveUp is how a run that gave up on a crash loop ends, and
+	// stays: the last state a textfile collector keeps says it.
+	PhaseGaveUp = "gave_up"
 )
 
 // State is one run as it stands: the state file's content, what
