@@ -154,29 +154,37 @@ func Prepare(cfg Config) (*Supervisor, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	g, err := cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
-	if errors.Is(err, cgroup.ErrBusy) && cfg.UniqueName {
-		cfg.Name = fmt.Sprintf("%s-%d", cfg.Name, os.Getpid())
-		g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
-	}
-	if err != nil {
-		return nil, err
-	}
-	sv := &Supervisor{cfg: cfg, first: g, sigs: make(chan os.Signal, 32), caught: make(chan struct{})}
+	sv := &Supervisor{sigs: make(chan os.Signal, 32), caught: make(chan struct{})}
 	// signal.Notify hands each signal to the runtime's signal thread and
 	// waits for it, one round trip per signal (0.1-0.4 ms for the nine,
-	// measured): done beside the rest of the start-up, not before it.
+	// measured), and the runtime's reading opens and parses the program:
+	// both go on beside the group's making, which needs neither.
 	go func() {
 		signal.Notify(sv.sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
 		close(sv.caught)
 	}()
+	var rt chan string // the command's runtime, read beside
 	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
 		// Read once: a PATH lookup, the Go build information and a #! line.
 		prog := cfg.Command[0]
 		if cfg.Dir != "" && strings.Contains(prog, "/") && !filepath.IsAbs(prog) {
 			prog = filepath.Join(cfg.Dir, prog) // where the child will find it
 		}
-		sv.runtime = runtimeOf(prog)
+		rt = make(chan string, 1)
+		go func() { rt <- runtimeOf(prog) }()
+	}
+	g, err := cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
+	if errors.Is(err, cgroup.ErrBusy) && cfg.UniqueName {
+		cfg.Name = fmt.Sprintf("%s-%d", cfg.Name, os.Getpid())
+		g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits})
+	}
+	if err != nil {
+		sv.Close()
+		return nil, err
+	}
+	sv.cfg, sv.first = cfg, g
+	if rt != nil {
+		sv.runtime = <-rt
 		if (sv.runtime == "node" || sv.runtime == "jvm") && cfg.DiagDir == "" {
 			uid, gid := -1, -1
 			if c := cfg.Credential; c != nil {
