@@ -54,7 +54,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 	return &cli.App{
 		Name:      "guardrun",
 		Usage:     "run a command under a kernel-enforced memory ceiling and say why it died",
-		UsageText: "guardrun [flags] -- COMMAND [ARGS...]\nguardrun status [--json] [--watch] [NAME]\nguardrun check\nguardrun version",
+		UsageText: "guardrun [flags] -- COMMAND [ARGS...]\nguardrun status [--json] [--watch] [NAME]\nguardrun check\nguardrun completion bash|zsh|fish\nguardrun man\nguardrun version",
 		Description: `Runs COMMAND in its own cgroup (v2, or v1 where the host binds memory there)
 with a memory ceiling that covers it and every process it forks. Signals are
 forwarded; guardrun exits with the child's status.
@@ -95,6 +95,8 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 		},
 		Commands: []*cli.Command{
 			statusCommand(stdout, stderr, code),
+			completionCommand(stdout),
+			manCommand(stdout),
 			{
 				Name:  "check",
 				Usage: "print what this host offers and whether a ceiling can be enforced",
