@@ -21,7 +21,7 @@ func observeFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.DurationFlag{Name: "sample", Value: time.Second, Usage: "sample the group's memory every `DUR` when something uses it (--notify, --report, --chart, --metrics-*); 0: never", EnvVars: env("sample")},
 		&cli.DurationFlag{Name: "leak-window", Value: 5 * time.Minute, Usage: "raise leak_suspected when usage grows steadily over `DUR` of samples; 0: off", EnvVars: env("leak-window")},
-		&cli.StringFlag{Name: "state-dir", Usage: "keep the run's state file for `guardrun status` in `DIR` (default /run/guardrun, or $XDG_RUNTIME_DIR/guardrun; off: none)", EnvVars: env("state-dir")},
+		&cli.StringFlag{Name: "state-dir", Usage: "keep the run's state file, which guardrun status reads, in `DIR` (default /run/guardrun, or $XDG_RUNTIME_DIR/guardrun; off: none)", EnvVars: env("state-dir")},
 		&cli.StringFlag{Name: "report", Usage: "write the whole run as JSON to `FILE` when it ends", EnvVars: env("report")},
 		&cli.StringFlag{Name: "chart", Usage: "draw memory over time to `FILE` (.svg or .png) when the run ends, with guardrun-chart (beside guardrun or on $PATH)", EnvVars: env("chart")},
 		&cli.StringFlag{Name: "metrics-addr", Usage: "serve Prometheus metrics on `ADDR` (loopback, e.g. 127.0.0.1:9464)", EnvVars: env("metrics-addr")},
