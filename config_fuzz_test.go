@@ -35,7 +35,10 @@ func FuzzConfig(f *testing.F) {
 			if err != nil {
 				return err
 			}
-			_, err = loadSettings(c, command)
+			s, err := loadSettings(c, command)
+			if s != nil {
+				s.listen.close() // a listen = [...] the fuzzer found binds
+			}
 			return err
 		}
 		err := app.Run([]string{"guardrun", "--config", path, "--", "true"})

@@ -54,7 +54,7 @@ func newApp(stdout, stderr io.Writer, code *int) *cli.App {
 	return &cli.App{
 		Name:      "guardrun",
 		Usage:     "run a command under a kernel-enforced memory ceiling and say why it died",
-		UsageText: "guardrun [flags] -- COMMAND [ARGS...]\nguardrun status [--json] [--watch] [NAME]\nguardrun check\nguardrun completion bash|zsh|fish\nguardrun man\nguardrun version",
+		UsageText: "guardrun [flags] -- COMMAND [ARGS...]\nguardrun status [--json] [--watch] [NAME]\nguardrun restart|stop NAME\nguardrun signal NAME SIG\nguardrun check\nguardrun completion bash|zsh|fish\nguardrun man\nguardrun version",
 		Description: `Runs COMMAND in its own cgroup (v2, or v1 where the host binds memory there)
 with a memory ceiling that covers it and every process it forks. Signals are
 forwarded; guardrun exits with the child's status.
@@ -95,8 +95,9 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 		},
 		Commands: []*cli.Command{
 			statusCommand(stdout, stderr, code),
-			completionCommand(stdout),
-			manCommand(stdout),
+			restartCommand(stdout, stderr, code),
+			stopCommand(stdout, stderr, code),
+			signalCommand(stdout, stderr, code),
 			{
 				Name:  "check",
 				Usage: "print what this host offers and whether a ceiling can be enforced",
@@ -124,6 +125,8 @@ cgroup, preflight); 126 when COMMAND is not executable; 127 when not found.`,
 					return nil
 				},
 			},
+			completionCommand(stdout),
+			manCommand(stdout),
 		},
 	}
 }
@@ -135,6 +138,10 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// The held sockets go with the run, on every way out (the unix socket
+	// files too); before the exit by the child's signal below as well,
+	// where no defer runs.
+	defer s.listen.close()
 	journal := journalStream()
 	log := newLogger(stderr, s.logFormat, s.quiet, journal)
 
@@ -146,6 +153,8 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 	cfg := s.supervise
 	cfg.Log, cfg.Init, cfg.Sentinel = log, true, true
 	cfg.Env = sd.childEnv(cfg.Env)
+	requests := make(chan supervise.Request)
+	cfg.Control = requests
 
 	sv, err := supervise.Prepare(cfg)
 	if err != nil {
@@ -160,7 +169,10 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 		notifier.close()
 		return 0, err
 	}
+	ctl := startControl(s.observe.stateDir, cfg.Name, requests, log)
 	r, runErr := sv.Run(ctx, sd, rec, notifier)
+	ctl.close()
+	s.listen.close()
 	rec.finish(r)
 	notifier.close()
 
@@ -184,10 +196,10 @@ func guard(ctx context.Context, s *settings, stderr io.Writer) (int, error) {
 func summary(stderr io.Writer, journal, quiet bool, r *supervise.Result) {
 	level := 6 // info
 	switch {
+	case r.Stopped && !r.Asked:
+		level = 4 // warning: stopped while no child ran
 	case r.OOMKilled() || r.GaveUp != "":
 		level = 3 // err
-	case r.Cause == supervise.CauseStopped:
-		level = 4 // warning
 	case quiet:
 		return
 	}

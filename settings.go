@@ -30,6 +30,9 @@ type settings struct {
 	notifyReady string
 	quiet       bool
 	logFormat   string
+	// listen are the sockets the run holds (--listen, systemd's): guard
+	// closes them, and removes the unix socket files made, at the end.
+	listen *heldSockets
 }
 
 // env names the GUARDRUN_* variable of a long flag.
@@ -59,6 +62,7 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "restart-window", Value: time.Minute, Usage: "the window `DUR` of --max-restarts", EnvVars: env("restart-window")},
 		&cli.StringFlag{Name: "restart-at", Usage: "stop and restart the child when usage stays at `SIZE` or N% of --max", EnvVars: env("restart-at")},
 		&cli.DurationFlag{Name: "restart-at-grace", Value: 3 * time.Second, Usage: "usage must stay over --restart-at this long (`DUR`)", EnvVars: env("restart-at-grace")},
+		&cli.DurationFlag{Name: "restart-every", Usage: "restart the child gracefully `DUR` after it started (up to 5% earlier, so services do not restart together); not a failure, never counted toward --max-restarts", EnvVars: env("restart-every")},
 		&cli.StringFlag{Name: "high", Usage: "throttle the group from `SIZE` on (memory.high; v1: soft limit)", EnvVars: env("high")},
 		&cli.StringFlag{Name: "pressure", Usage: "PSI trigger `some|full:PCT/WINDOW` on the group's memory.pressure (v2), e.g. some:10%/1s", EnvVars: env("pressure")},
 		&cli.BoolFlag{Name: "restart-on-pressure", Usage: "restart the child when the --pressure trigger fires", EnvVars: env("restart-on-pressure")},
@@ -66,6 +70,7 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "before-stop-timeout", Value: 10 * time.Second, Usage: "kill the --before-stop hook after `DUR` and stop the child", EnvVars: env("before-stop-timeout")},
 		&cli.StringFlag{Name: "heap-hint", Value: "auto", Usage: "`auto` or off: tell a Node.js, Go or JVM child its share of --max", EnvVars: env("heap-hint")},
 		&cli.StringFlag{Name: "notify-ready", Value: "started", Usage: "under systemd Type=notify, send READY=1 when the child has `started`, or relay the child's own (child)", EnvVars: env("notify-ready")},
+		listenFlag(),
 		&cli.StringFlag{Name: "chdir", Usage: "run the child in `DIR` (as systemd's WorkingDirectory=)", EnvVars: env("chdir")},
 		&cli.StringFlag{Name: "env-file", Usage: "add the KEY=VALUE lines of `FILE` to the child's environment (as systemd's EnvironmentFile=: # comments and blank lines skipped, one pair of quotes taken off)", EnvVars: env("env-file")},
 		&cli.StringFlag{Name: "user", Usage: "run the child as `USER[:GROUP]` (name or number), with no way back; guardrun keeps root to manage the group", EnvVars: env("user")},
@@ -350,6 +355,10 @@ func loadSettings(c *cli.Context, fileCommand []string) (*settings, error) {
 		}
 		cfg.Env = append(cfg.Env, extra...)
 	}
+	// Last: binding makes something, and bad input above must not.
+	if s.listen, err = loadListen(c, cfg); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -519,6 +528,11 @@ func loadSupervision(c *cli.Context, cfg *supervise.Config, size func(string) (u
 	}
 	if cfg.RestartAtGrace = c.Duration("restart-at-grace"); cfg.RestartAtGrace < 0 {
 		return usageError("--restart-at-grace must not be negative", "use a duration like 3s")
+	}
+	if c.IsSet("restart-every") {
+		if cfg.RestartEvery = c.Duration("restart-every"); cfg.RestartEvery < time.Second {
+			return usageError(fmt.Sprintf("--restart-every %s: must be at least 1s", cfg.RestartEvery), "use a duration like 24h, 6h or 30m")
+		}
 	}
 	if v := c.String("pressure"); v != "" {
 		if cfg.Pressure, err = psiTrigger(v); err != nil {

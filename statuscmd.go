@@ -148,10 +148,37 @@ func status(stdout, stderr io.Writer, dirs []string, name string, asJSON bool, n
 			// know before the rest of the line.
 			last = fmt.Sprintf("%d critical %s not delivered yet; %s", n, map[bool]string{true: "alert", false: "alerts"}[n == 1], last)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", st.Run, pid, memoryCell(st),
-			cgroup.FormatSize(st.Peak), st.Restarts, fmtAge(now.Sub(since)), st.Phase, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", st.Run, pid, memoryCell(st),
+			cgroup.FormatSize(st.Peak), restartsCell(st), fmtAge(now.Sub(since)), st.Phase, last)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if name != "" && live[0].LastRestart != nil {
+		fmt.Fprintln(stdout, lastRestartLine(live[0], now))
+	}
+	return nil
+}
+
+// restartsCell is the count and what made the last restart: "3 (asked)",
+// "1 (oom_kill)", "0".
+func restartsCell(st observe.State) string {
+	if st.LastRestart == nil || st.Restarts == 0 {
+		return fmt.Sprint(st.Restarts)
+	}
+	return fmt.Sprintf("%d (%s)", st.Restarts, st.LastRestart.Why)
+}
+
+// lastRestartLine says, under one run's table, how it was last restarted
+// and by what: "last restart: 12s ago, asked by uid 0 pid 4242
+// (guardrun); pid 123 ended with status 143".
+func lastRestartLine(st observe.State, now time.Time) string {
+	lr := st.LastRestart
+	s := fmt.Sprintf("last restart: %s ago, %s", fmtAge(now.Sub(lr.T)), lr.Message)
+	if lr.Pid != 0 {
+		s += fmt.Sprintf("; pid %d ended with status %d", lr.Pid, lr.ExitCode)
+	}
+	return s
 }
 
 // memoryCell is "working set 180 MiB / 512 MiB [███░░░░░░░] 35%, usage

@@ -94,15 +94,15 @@ func KernelRelease() string {
 const probeEnv = "GUARDRUN_CGROUP_PROBE"
 
 func init() {
-	// A probe started by the join start is the shim first (joinAndExec,
-	// in join.go's init): that must wait for its go, and exec the probe.
+	// A probe started by the join start is the shim first (join.go's
+	// init): that must wait for its go, and exec the probe.
 	if _, shim := os.LookupEnv(joinEnv); os.Getenv(probeEnv) == "1" && !shim {
 		os.Exit(probeChild())
 	}
 }
 
 // probeChild says, from inside, which cgroups it runs in. It runs from
-// package initialisation, before any main or TestMain, as joinAndExec.
+// package initialisation, before any main or TestMain, as the shim.
 func probeChild() int {
 	b, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {

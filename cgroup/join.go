@@ -23,14 +23,14 @@ import (
 // binary, moves it into the group, and only then lets it exec the command.
 
 // joinEnv marks guardrun's own binary started by the join start: its value
-// is the descriptor the shim waits on (see joinAndExec).
+// is the descriptor the shim waits on (see shim).
 const joinEnv = "GUARDRUN_CGROUP_JOIN"
 
 // startJoined starts cmd in the groups whose cgroup.procs files are procs
 // without cloning into them, and still without one instruction of cmd
 // outside them. The child starts as guardrun's own binary
 // (/proc/self/exe, as the sentinel does), which runs no more than
-// joinAndExec: it waits on a socket. guardrun moves it, the whole process,
+// shim: it waits on a socket. guardrun moves it, the whole process,
 // into each group through cgroup.procs, and only then tells it to go; it
 // execs the command from inside. If the move fails the shim is killed and
 // the command never runs.
@@ -63,31 +63,23 @@ func startJoined(cmd *exec.Cmd, procs ...string) error {
 	ours, theirs := os.NewFile(uintptr(fds[0]), "join"), os.NewFile(uintptr(fds[1]), "join")
 	defer ours.Close()
 
-	path, args, env, extra := cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles
-	shimEnv := env
-	if shimEnv == nil {
-		// What os/exec gives a command with no Env of its own.
-		shimEnv = os.Environ()
-		if cmd.Dir != "" {
-			if pwd, err := filepath.Abs(cmd.Dir); err == nil {
-				shimEnv = append(shimEnv, "PWD="+pwd)
-			}
-		}
+	was, args, env, extra := cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles
+	path := was // the command's program, for what is said of it
+	if shimmed(cmd) {
+		// Already the shim (WithPidEnv): the one process waits for the
+		// move too, with no second exec of guardrun's binary.
+		path = args[1]
+	} else {
+		cmd.Path = shimPath
+		cmd.Args = append([]string{args[0], path}, args...)
 	}
-	cmd.Path = "/proc/self/exe"
-	cmd.Args = append([]string{args[0], path}, args...)
-	cmd.Env = append(slices.Clip(shimEnv), fmt.Sprintf("%s=%d", joinEnv, 3+len(extra)))
+	cmd.Env = append(slices.Clip(startEnv(cmd)), fmt.Sprintf("%s=%d", joinEnv, 3+len(extra)))
 	cmd.ExtraFiles = append(slices.Clip(extra), theirs)
 	err = cmd.Start()
 	theirs.Close()
-	cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles = path, args, env, extra
+	cmd.Path, cmd.Args, cmd.Env, cmd.ExtraFiles = was, args, env, extra
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) && pe.Path == "/proc/self/exe" {
-			// Not the command's fault, so not its exit code: %v.
-			return fmt.Errorf("start %s through guardrun's own binary, as this kernel cannot clone into a cgroup: %v", path, err)
-		}
-		return err
+		return shimStartError(err, path, "as this kernel cannot clone into a cgroup")
 	}
 	abandon := func(why string, err error) error {
 		cmd.Process.Kill()
@@ -120,25 +112,78 @@ func startJoined(cmd *exec.Cmd, procs ...string) error {
 }
 
 func init() {
-	if v, ok := os.LookupEnv(joinEnv); ok {
-		os.Exit(joinAndExec(v))
+	_, joining := os.LookupEnv(joinEnv)
+	_, pidding := os.LookupEnv(pidEnv)
+	if joining || pidding {
+		os.Exit(shim())
 	}
 }
 
-// joinAndExec is guardrun's own binary as the shim of startJoined: wait
-// until guardrun has moved this process into the group and says go, then
-// exec the command (os.Args[1], with os.Args[2:] as its argv). It runs
-// from package initialisation, so every binary that starts children
-// through this package (guardrun, and each test binary) is a shim when
-// asked, with nothing to forget in its main.
+// shimPath is guardrun's own binary, as a child sees it between fork and
+// exec.
+const shimPath = "/proc/self/exe"
+
+// shim is guardrun's own binary between fork and the command's exec, for
+// the join start (joinEnv: wait until guardrun has moved this process into
+// the group and says go) and for WithPidEnv (pidEnv: set a variable to
+// this process's pid), or both at once; then it execs the command
+// (os.Args[1], with os.Args[2:] as its argv). It runs from package
+// initialisation, so every binary that starts children through this
+// package (guardrun, and each test binary) is a shim when asked, with
+// nothing to forget in its main.
 //
-// It exits 125 without running the command when guardrun gave up or died
-// before saying go (EOF): the command never runs outside the group.
-func joinAndExec(v string) int {
-	fd, err := strconv.Atoi(v)
-	if err != nil || fd < 3 || len(os.Args) < 3 {
-		fmt.Fprintf(os.Stderr, "guardrun: %s=%q is set, but this process is not a start that guardrun made\n", joinEnv, v)
+// An exec that fails is reported, as its errno, on each descriptor the
+// markers name; each is close-on-exec, so EOF there is success.
+func shim() int {
+	if len(os.Args) < 3 {
+		fmt.Fprintf(os.Stderr, "guardrun: %s or %s is set, but this process is not a start that guardrun made\n", joinEnv, pidEnv)
 		return 125
+	}
+	var report []int
+	if v, ok := os.LookupEnv(joinEnv); ok {
+		fd, code := awaitJoin(v)
+		if code != 0 {
+			return code
+		}
+		report = append(report, fd)
+	}
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, joinEnv+"=") || strings.HasPrefix(kv, pidEnv+"=")
+	})
+	if v, ok := os.LookupEnv(pidEnv); ok {
+		name, fd, ok := parsePidEnv(v)
+		if !ok {
+			fmt.Fprintf(os.Stderr, "guardrun: %s=%q is set, but this process is not a start that guardrun made\n", pidEnv, v)
+			return 125
+		}
+		unix.CloseOnExec(fd)
+		report = append(report, fd)
+		env = append(slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, name+"=") }),
+			name+"="+strconv.Itoa(os.Getpid()))
+	}
+	err := syscall.Exec(os.Args[1], os.Args[2:], env)
+	errno, ok := err.(syscall.Errno)
+	if !ok {
+		errno = syscall.EINVAL
+	}
+	var msg [4]byte
+	binary.LittleEndian.PutUint32(msg[:], uint32(errno))
+	for _, fd := range report {
+		unix.Write(fd, msg[:])
+	}
+	return 127
+}
+
+// awaitJoin is the join start's side of the shim: wait until guardrun has
+// moved this process into the group and says go. It returns the
+// descriptor to report an exec on, or 125 without running the command when
+// guardrun gave up or died before saying go (EOF): the command never runs
+// outside the group.
+func awaitJoin(v string) (fd, code int) {
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		fmt.Fprintf(os.Stderr, "guardrun: %s=%q is set, but this process is not a start that guardrun made\n", joinEnv, v)
+		return -1, 125
 	}
 	// A raw read: the runtime does not see the wait, so it hands no P off
 	// and starts no thread for it. The process is in the group by the
@@ -150,19 +195,36 @@ func joinAndExec(v string) int {
 			continue
 		}
 		if e != 0 || n != 1 {
-			return 125
+			return -1, 125
 		}
 		break
 	}
 	unix.CloseOnExec(fd)
-	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, joinEnv+"=") })
-	err = syscall.Exec(os.Args[1], os.Args[2:], env)
-	errno, ok := err.(syscall.Errno)
-	if !ok {
-		errno = syscall.EINVAL
+	return fd, 0
+}
+
+// startEnv is the environment cmd starts with: its own, or what os/exec
+// gives a command with no Env of its own.
+func startEnv(cmd *exec.Cmd) []string {
+	if cmd.Env != nil {
+		return cmd.Env
 	}
-	var msg [4]byte
-	binary.LittleEndian.PutUint32(msg[:], uint32(errno))
-	unix.Write(fd, msg[:])
-	return 127
+	env := os.Environ()
+	if cmd.Dir != "" {
+		if pwd, err := filepath.Abs(cmd.Dir); err == nil {
+			env = append(env, "PWD="+pwd)
+		}
+	}
+	return env
+}
+
+// shimStartError names the command, not guardrun's binary, when the shim
+// could not be started: that is not the command's fault, so not its exit
+// code (%v, where os/exec's own error would give 126 or 127).
+func shimStartError(err error, path, why string) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == shimPath {
+		return fmt.Errorf("start %s through guardrun's own binary, %s: %v", path, why, err)
+	}
+	return err
 }

@@ -205,6 +205,45 @@ func TestAskedStopIsNeverAnIncident(t *testing.T) {
 	}
 }
 
+// A restart or a stop a person asked for (guardrun restart, stop, signal
+// NAME) or the --restart-every schedule made is not an incident: neither
+// the request's event nor the exit of the child it stopped (issue 15).
+func TestAskedAndScheduledRestartsAreNeverIncidents(t *testing.T) {
+	d := newDedup()
+	by := &supervise.Peer{Uid: 1000, Pid: 4242, Command: "guardrun"}
+	var steps []supervise.Event
+	for _, reason := range []string{supervise.ReasonAsked, supervise.ReasonScheduled} {
+		kind := supervise.RestartAsked
+		if reason == supervise.ReasonScheduled {
+			kind = supervise.RestartScheduled
+		}
+		steps = append(steps,
+			supervise.Event{Kind: supervise.Started, Run: "api", Pid: 10},
+			supervise.Event{Kind: kind, Run: "api", Pid: 10, By: by},
+			supervise.Event{Kind: supervise.Exited, Run: "api", Pid: 10, Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143, Reason: reason},
+			supervise.Event{Kind: supervise.Restarting, Run: "api", Cause: supervise.CauseSignaled, ExitCode: 143, Reason: reason, By: by})
+	}
+	steps = append(steps,
+		supervise.Event{Kind: supervise.Started, Run: "api", Pid: 11},
+		supervise.Event{Kind: supervise.SignalAsked, Run: "api", Pid: 11, Signal: "SIGUSR1", By: by},
+		supervise.Event{Kind: supervise.StopAsked, Run: "api", Pid: 11, By: by},
+		supervise.Event{Kind: supervise.Stopping, Run: "api", Pid: 11},
+		supervise.Event{Kind: supervise.Exited, Run: "api", Pid: 11, Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143, Asked: true},
+		supervise.Event{Kind: supervise.Stopped, Run: "api", ExitCode: 143})
+	for i, e := range steps {
+		if n := d.Observe(e, at(i)); len(n) != 0 {
+			t.Fatalf("%s: notified %+v", e.Kind, n)
+		}
+	}
+	if n := append(d.Tick(at(4000)), d.Flush()...); len(n) != 0 {
+		t.Fatalf("later: %+v", n)
+	}
+	// The same exit with no reason is a crash, and is one.
+	if n := d.Observe(supervise.Event{Kind: supervise.Exited, Run: "api", Pid: 12, Cause: supervise.CauseSignaled, Signal: "SIGTERM", ExitCode: 143}, at(5000)); len(n) != 1 {
+		t.Fatalf("a crash: %+v, want one notification", n)
+	}
+}
+
 func heapOOM(run string, restarts int) supervise.Event {
 	return supervise.Event{Kind: supervise.HeapOOM, Run: run, Pid: 4242, Restarts: restarts, Usage: 300 << 20, WorkingSet: 280 << 20, Ceiling: 512 << 20,
 		Diagnosis: &supervise.Diagnosis{Runtime: &supervise.RuntimeReport{

@@ -71,6 +71,7 @@ type Recorder struct {
 	born     time.Time   // when the recorder was made, for delay
 	held     *time.Timer // the held-back first write; nil: none yet
 	ended    bool
+	lastPid  int // the child that exited last, for the restart that follows
 	log      *slog.Logger
 	now      func() time.Time
 	failed   map[string]bool // what already failed and was said once
@@ -130,6 +131,7 @@ func (r *Recorder) Observe(e supervise.Event) {
 		st.Backend, st.Cgroup = e.Backend, e.Cgroup
 		r.rep.Backend, r.rep.Cgroup = e.Backend, e.Cgroup
 	case supervise.Exited:
+		r.lastPid = e.Pid
 		st.Pid, st.Current, st.WorkingSet, st.Cache, st.LeakRate, st.ChildStarted = 0, 0, 0, 0, 0, time.Time{}
 		r.peak(e.Peak, 0)
 		st.Phase = PhaseStarting // until restarting, stopped or the end says more
@@ -160,6 +162,11 @@ func (r *Recorder) Observe(e supervise.Event) {
 		}
 	case supervise.Restarting:
 		st.Phase = PhaseBackoff
+		st.LastRestart = lastRestart(e, r.lastPid)
+	case supervise.RestartAsked, supervise.RestartScheduled:
+		if st.Pid != 0 {
+			st.Phase = PhaseStopping
+		}
 	case supervise.PreflightWait:
 		st.Phase = PhaseWaiting
 	case supervise.GaveUp:
@@ -352,6 +359,19 @@ func (r *Recorder) countPending() int {
 		return 0
 	}
 	return r.kept()
+}
+
+// lastRestart is the record of the restart a restarting event starts;
+// pid is the child that ended before it.
+func lastRestart(e supervise.Event, pid int) *Restart {
+	why := supervise.RestartWhy(e)
+	rs := &Restart{T: e.Time, Why: why, Pid: pid, ExitCode: e.ExitCode}
+	if e.By != nil {
+		uid := e.By.Uid
+		rs.By, rs.ByUid = e.By.String(), &uid
+	}
+	rs.Message = supervise.RestartWords(why, rs.By)
+	return rs
 }
 
 // runtimeOf is a heap_oom's runtime report, or nil.

@@ -61,9 +61,30 @@ type State struct {
 	// this run's and those an earlier run of the name left.
 	PendingNotifications int `json:"pending_notifications"`
 
+	// LastRestart is how the child was last restarted and by what; nil
+	// before the first restart.
+	LastRestart *Restart `json:"last_restart,omitempty"`
+
 	Started      time.Time `json:"started"`                // the run
 	ChildStarted time.Time `json:"child_started,omitzero"` // the current child
 	Updated      time.Time `json:"updated"`
 	// Last are the latest events, newest last (at most lastEvents).
 	Last []Mark `json:"last,omitempty"`
+}
+
+// Restart is one restart of a run's child, as status shows the last.
+type Restart struct {
+	T time.Time `json:"t"`
+	// Why is supervise.RestartWhy: restart_at, pressure, asked,
+	// scheduled, oom_kill, heap_oom, crash, exited.
+	Why string `json:"why"`
+	// By is who asked, for an asked restart: "uid 1000 pid 4242
+	// (guardrun)", and ByUid their uid.
+	By    string  `json:"by,omitempty"`
+	ByUid *uint32 `json:"by_uid,omitempty"`
+	// Pid is the child that was restarted (0 when none ran: a restart
+	// asked during a backoff), ExitCode what it ended with.
+	Pid      int    `json:"pid,omitempty"`
+	ExitCode int    `json:"exit_code"`
+	Message  string `json:"message"` // in words: "asked by uid 1000 pid 4242 (guardrun)"
 }

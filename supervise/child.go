@@ -51,7 +51,7 @@ func (s *supervisor) runChild() (*Result, error) {
 
 	cmd, tty := command(cfg)
 	started, since := time.Now(), monotonicUsec()
-	if err := g.Start(cmd); err != nil {
+	if err := startIn(g, cmd, cfg); err != nil {
 		return nil, &StartError{Command: cfg.Command[0], Err: err}
 	}
 	s.em.emit(Event{Kind: Started, Pid: cmd.Process.Pid, Ceiling: ceiling, Restarts: s.restarts, Backend: g.Backend(), Cgroup: g.Path(), HeapHint: s.hints, HeapSizing: s.heap.sizing})
@@ -302,6 +302,13 @@ const pressureQuiet = 10 * time.Second
 // ceiling, reaps, and returns when the child is gone.
 func (c *child) supervise() {
 	done := c.ctx.Done()
+	c.answerRestarts()
+	var every <-chan time.Time
+	if d := c.cfg.RestartEvery; d > 0 {
+		t := time.NewTimer(scheduleDelay(d, nil) - time.Since(c.started))
+		defer t.Stop()
+		every = t.C
+	}
 	for {
 		if st, ok := reap(c.p.Pid, c.cfg.Init); ok {
 			c.r.Status = st
@@ -341,6 +348,11 @@ func (c *child) supervise() {
 			c.ensureSentinel(c.g)
 		case now := <-c.samples:
 			c.sampleAt(now, false)
+		case req := <-c.cfg.Control:
+			c.request(req)
+		case <-every:
+			every = nil
+			c.scheduled()
 		}
 	}
 }

@@ -45,6 +45,15 @@ const (
 	// restart_at or pressure, Detail the sentence; Diagnosis carries the
 	// evidence taken before the stop signal (a Node.js report).
 	MemoryRestart Kind = "memory_restart"
+	// RestartAsked, StopAsked, SignalAsked: a person asked, through the
+	// run's control socket (guardrun restart, stop, signal NAME); By says
+	// who, Signal which signal. None is an incident.
+	RestartAsked Kind = "restart_asked"
+	StopAsked    Kind = "stop_asked"
+	SignalAsked  Kind = "signal_asked"
+	// RestartScheduled: --restart-every came due and guardrun restarts
+	// the child; Uptime is how long it ran. Not an incident.
+	RestartScheduled Kind = "restart_scheduled"
 )
 
 // Causes: how a child ended (Event.Cause, Result.Cause), or why no child
@@ -65,6 +74,8 @@ const (
 const (
 	ReasonRestartAt = "restart_at" // the working set stayed over --restart-at
 	ReasonPressure  = "pressure"   // the --pressure trigger fired under --restart-on-pressure
+	ReasonAsked     = "asked"      // a person asked: guardrun restart NAME
+	ReasonScheduled = "scheduled"  // --restart-every came due
 )
 
 // Event is one lifecycle step of a run, with the figures it carries. Fields
@@ -94,11 +105,14 @@ type Event struct {
 	Delay      time.Duration // restarting, preflight_wait: before the next try
 	Uptime     time.Duration // exited: how long the child ran
 	// Reason is why guardrun itself stops the child to restart it
-	// (memory_restart, exited, restarting): ReasonRestartAt or
-	// ReasonPressure; "" otherwise.
+	// (memory_restart, exited, restarting): ReasonRestartAt,
+	// ReasonPressure, ReasonAsked or ReasonScheduled; "" otherwise.
 	Reason string
-	Rate   float64       // leak_suspected: growth in bytes per second
-	Left   time.Duration // leak_suspected: until the ceiling at that rate; 0 without one
+	// By is who asked (restart_asked, stop_asked, signal_asked, and the
+	// restarting of an asked restart); nil otherwise.
+	By   *Peer
+	Rate float64       // leak_suspected: growth in bytes per second
+	Left time.Duration // leak_suspected: until the ceiling at that rate; 0 without one
 	// Detail says why in a sentence: the memory restart's cause, the
 	// leak's forecast, the crash loop guardrun gave up on.
 	Detail  string
@@ -172,6 +186,9 @@ func (e Event) attrs() []any {
 		add("victim", e.Victim.Command, true)
 	}
 	add("heap_sizing", e.HeapSizing, e.HeapSizing != "")
+	if e.By != nil {
+		add("by", e.By.String(), true)
+	}
 	return a
 }
 
@@ -182,8 +199,12 @@ func (e Event) level() slog.Level {
 	switch e.Kind {
 	case Sampled:
 		return slog.LevelDebug
-	case Started, Exited, Stopped, Stopping:
+	case Started, Exited, Stopped, Stopping, RestartAsked, StopAsked, SignalAsked, RestartScheduled:
 		return slog.LevelInfo
+	case Restarting:
+		if e.Reason == ReasonAsked || e.Reason == ReasonScheduled {
+			return slog.LevelInfo // asked for: nothing went wrong
+		}
 	}
 	return slog.LevelWarn
 }

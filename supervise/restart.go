@@ -19,9 +19,13 @@ var Policies = []Policy{RestartNo, RestartOnFailure, RestartAlways}
 
 // restarts reports whether r is to be followed by a new child. A child that
 // guardrun itself stopped to restart it (--restart-at, pressure) is
-// restarted under any policy but "no", whatever it exited with.
+// restarted under any policy but "no", whatever it exited with; one it
+// stopped because it was asked to restart it (guardrun restart,
+// --restart-every) under any policy.
 func (p Policy) restarts(r *Result) bool {
 	switch {
+	case r.planned():
+		return true // a person or the schedule asked for it
 	case p == RestartNo || p == "":
 		return false
 	case p == RestartAlways || r.Reason != "":

@@ -32,11 +32,17 @@ type Result struct {
 	// INT), as Event.Asked says.
 	Asked bool
 	// Stopped: the run ended because guardrun was asked to stop, with a
-	// child (Asked) or while none ran (Cause CauseStopped).
+	// child (Asked) or while none ran: before the first start (Cause
+	// CauseStopped) or between children, in a backoff or a preflight wait.
 	Stopped bool
-	Forced  bool // the group was killed: stop timeout or a second stop request
+	// Halt is the signal that asked for a stop while no child ran (TERM
+	// or INT; 0 is TERM): guardrun ends by it, as it ends by the child's
+	// when it stopped one.
+	Halt   unix.Signal
+	Forced bool // the group was killed: stop timeout or a second stop request
 	// Reason is why guardrun itself stopped the child to restart it:
-	// ReasonRestartAt or ReasonPressure; "" otherwise.
+	// ReasonRestartAt, ReasonPressure, ReasonAsked or ReasonScheduled;
+	// "" otherwise.
 	Reason string
 	// Sampled: guardrun's RSS sampler held the child's ceiling, a --max
 	// below the limit of the container guardrun observes (cgroup.Enclosing).
@@ -106,12 +112,21 @@ func (r *Result) decide() {
 		r.ExitCode = se.ExitCode()
 	case r.Cause == CauseError || r.Cause == CausePreflightFailed:
 		r.ExitCode = ExitInternal
-	case r.Cause == CauseStopped:
-		r.ExitCode = exitSignalsBase + int(unix.SIGTERM)
 	}
 	r.ExitSignal = 0
-	if r.Asked && !r.Forced && r.Status.Signaled() && r.Status.Signal() != unix.SIGKILL {
+	switch {
+	case r.Asked && !r.Forced && r.Status.Signaled() && r.Status.Signal() != unix.SIGKILL:
 		r.ExitSignal = r.Status.Signal()
+	case (r.Stopped || r.Cause == CauseStopped) && !r.Asked:
+		// Stopped while no child ran: the last child's status is not
+		// the run's, and a service manager must see the stop it asked
+		// for (a unit left inactive, not failed with the last child's
+		// 137).
+		r.ExitSignal = r.Halt
+		if r.ExitSignal == 0 {
+			r.ExitSignal = unix.SIGTERM
+		}
+		r.ExitCode = exitSignalsBase + int(r.ExitSignal)
 	}
 }
 

@@ -114,7 +114,9 @@ func TestOOMKillsInARow(t *testing.T) {
 		}
 	})
 	r := run(t, ctx, cfg, obs) // run checks that the group is gone
-	if ooms != n || exits != n || r.ExitCode != ExitOOM {
-		t.Fatalf("%d OOM kills reported, %d exits, last exit %d; want %d, %d, 137", ooms, exits, r.ExitCode, n, n)
+	// The stop comes in the backoff after the nth kill: the run ends by
+	// it (143), with the last child's cause kept.
+	if ooms != n || exits != n || r.Cause != CauseOOMKill || r.ExitCode != 143 {
+		t.Fatalf("%d OOM kills reported, %d exits, last %s, exit %d; want %d, %d, oom_kill, 143", ooms, exits, r.Cause, r.ExitCode, n, n)
 	}
 }

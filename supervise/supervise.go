@@ -52,6 +52,13 @@ type Config struct {
 	// restarted, once it stayed there for RestartAtGrace.
 	RestartAt      uint64
 	RestartAtGrace time.Duration
+	// RestartEvery restarts the child gracefully this long after it
+	// started (up to everyJitter earlier), as a restart asked for: not a
+	// failure, no backoff, not counted toward MaxRestarts. 0 is off.
+	RestartEvery time.Duration
+	// Control brings requests from outside the run (guardrun restart,
+	// stop, signal NAME); nil for none. See Request.
+	Control <-chan Request
 	// Pressure is a PSI trigger for the group's memory.pressure in the
 	// kernel's form ("some 100000 1000000"); RestartOnPressure restarts
 	// the child when it fires.
@@ -100,6 +107,14 @@ type Config struct {
 	// Dir is the child's working directory; "" is guardrun's own. A
 	// relative Command[0] is taken from there, as os/exec does.
 	Dir string
+	// ListenFiles are listening sockets guardrun holds for the whole run
+	// and hands to every child, in order, under systemd's socket-activation
+	// protocol: descriptors from 3, LISTEN_FDS, LISTEN_FDNAMES from
+	// ListenNames (one each), and LISTEN_PID, the child's pid (see startIn).
+	// While a child restarts, connections wait in the kernel's backlog.
+	// The caller owns them: Run neither accepts on them nor closes them.
+	ListenFiles []*os.File
+	ListenNames []string
 }
 
 // forwarded are the signals passed on to the child, as tini does.
@@ -270,6 +285,7 @@ func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error)
 	defer func() { s.sen.close() }()
 	r, err := s.run()
 	r.decide()
+	s.answerEnd(r)
 	return r, err
 }
 
@@ -278,6 +294,7 @@ type supervisor struct {
 	cfg      Config
 	ctx      context.Context
 	sigs     chan os.Signal
+	halt     unix.Signal // the TERM or INT that stopped the run while no child ran
 	em       *emitter
 	loop     crashLoop
 	restarts int
@@ -289,6 +306,10 @@ type supervisor struct {
 	// next is the group the next child starts in, made by Prepare for the
 	// first; nil: runChild makes one.
 	next cgroup.Group
+	// asked are the asked restarts waiting for the next child to run, and
+	// stops the asked stops waiting for the run's end, to answer them.
+	asked []pendingRestart
+	stops []Request
 }
 
 // run is tini's main, with a restart loop around it: preflight, start,
@@ -327,13 +348,18 @@ func (s *supervisor) run() (*Result, error) {
 		if !s.cfg.Restart.restarts(r) {
 			return r, nil
 		}
-		if s.loop.exceeded(s.cfg.Now()) {
-			r.GaveUp = s.loop.reason(r)
-			s.em.emit(Event{Kind: GaveUp, Restarts: s.restarts, ExitCode: r.ExitCode, Cause: r.Cause, Detail: r.GaveUp})
-			return r, nil
+		// An asked or scheduled restart is no failure: it starts the
+		// child again at once and never counts toward a crash loop.
+		var delay time.Duration
+		if !r.planned() {
+			if s.loop.exceeded(s.cfg.Now()) {
+				r.GaveUp = s.loop.reason(r)
+				s.em.emit(Event{Kind: GaveUp, Restarts: s.restarts, ExitCode: r.ExitCode, Cause: r.Cause, Detail: r.GaveUp})
+				return r, nil
+			}
+			delay = backoff.Next(r.Duration)
 		}
-		delay := backoff.Next(r.Duration)
-		s.em.emit(Event{Kind: Restarting, Restarts: s.restarts, Delay: delay, Cause: r.Cause, Reason: r.Reason})
+		s.em.emit(Event{Kind: Restarting, Restarts: s.restarts, Delay: delay, Cause: r.Cause, Reason: r.Reason, ExitCode: r.ExitCode, By: s.askedBy()})
 		if !s.wait(delay) {
 			return s.stopped(r), nil
 		}
@@ -353,6 +379,9 @@ func (s *supervisor) failed(err error) *Result {
 // child it stopped, or with none running.
 func (s *supervisor) stopped(r *Result) *Result {
 	r.Stopped = true
+	if !r.Asked {
+		r.Halt = s.halt
+	}
 	r.decide()
 	s.em.emit(Event{Kind: Stopped, Restarts: s.restarts, ExitCode: r.ExitCode})
 	return r
@@ -425,6 +454,13 @@ func (s *supervisor) wait(d time.Duration) bool {
 			if s.handleIdle(sig) {
 				return s.stopping()
 			}
+		case req := <-s.cfg.Control:
+			switch stop, now := s.requestIdle(req); {
+			case stop:
+				return s.stopping()
+			case now:
+				return !s.stopPending()
+			}
 		}
 	}
 }
@@ -450,6 +486,7 @@ func (s *supervisor) stopPending() bool {
 func (s *supervisor) handleIdle(sig os.Signal) bool {
 	switch sig {
 	case unix.SIGTERM, unix.SIGINT:
+		s.halt = sig.(unix.Signal)
 		return true
 	case unix.SIGCHLD:
 		if s.cfg.Init {

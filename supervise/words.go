@@ -57,7 +57,26 @@ func (e Event) Sentence() string {
 		}
 		return fmt.Sprintf("%s looks like it leaks memory: %s (now %s)", e.Run, e.Detail, size(now))
 	case Restarting:
+		switch {
+		case e.Reason == ReasonAsked && e.By != nil:
+			return fmt.Sprintf("%s restarting now, as asked by %s", e.Run, e.By)
+		case e.Reason == ReasonAsked:
+			return e.Run + " restarting now, as asked"
+		case e.Reason == ReasonScheduled:
+			return e.Run + " restarting now, on its --restart-every schedule"
+		}
 		return fmt.Sprintf("%s restarting in %s", e.Run, e.Delay.Round(time.Millisecond))
+	case RestartAsked:
+		if e.Pid == 0 {
+			return fmt.Sprintf("%s is to start at once, as asked by %s", e.Run, e.By)
+		}
+		return fmt.Sprintf("%s is restarting (pid %d), as asked by %s", e.Run, e.Pid, e.By)
+	case StopAsked:
+		return fmt.Sprintf("%s is stopping, as asked by %s", e.Run, e.By)
+	case SignalAsked:
+		return fmt.Sprintf("%s (pid %d) was sent %s, as asked by %s", e.Run, e.Pid, e.Signal, e.By)
+	case RestartScheduled:
+		return fmt.Sprintf("%s is restarting (pid %d) on its schedule: %s", e.Run, e.Pid, e.Detail)
 	case GaveUp:
 		return "guardrun " + gaveUp(e)
 	case PreflightWait:
@@ -85,6 +104,16 @@ func (r *Result) Summary() string {
 			return r.Name + ": guardrun failed"
 		}
 		return r.Name + ": " + r.Err.Error()
+	}
+	if r.Stopped && !r.Asked && r.Pid != 0 {
+		// Stopped in a backoff or a preflight wait: the run's end is the
+		// stop; the last child's is what came before it.
+		last := r.exited()
+		last.ExitCode = r.Status.ExitStatus() // the child's, not the run's end
+		if r.Status.Signaled() {
+			last.ExitCode = exitSignalsBase + int(r.Status.Signal())
+		}
+		return fmt.Sprintf("%s: stopped while waiting to restart, as asked; before it, %s", r.Name, exitedSentence(last, r.Restarts, ""))
 	}
 	if r.GaveUp != "" {
 		// Its line begins "guardrun: ", which says who gave up.
@@ -161,6 +190,8 @@ func ended(e Event) string {
 		what = "ran out of its " + heapWords(e.Heap, e.HeapSetting)
 	case cause == CauseSignaled && e.Asked && !e.Forced:
 		what = fmt.Sprintf("was stopped by signal %d (%s), as asked", int(sig), e.Signal)
+	case cause == CauseSignaled && (e.Reason == ReasonAsked || e.Reason == ReasonScheduled) && !e.Forced:
+		what = fmt.Sprintf("was stopped by signal %d (%s)", int(sig), e.Signal) // the reason says who stopped it
 	case cause == CauseSignaled:
 		what = fmt.Sprintf("was killed by signal %d (%s)", int(sig), e.Signal)
 	default:
@@ -177,6 +208,10 @@ func ended(e Event) string {
 		what += " when guardrun stopped it at the --restart-at threshold"
 	case ReasonPressure:
 		what += " when guardrun stopped it on memory pressure"
+	case ReasonAsked:
+		what += " when guardrun restarted it, as asked"
+	case ReasonScheduled:
+		what += " when guardrun restarted it on its --restart-every schedule"
 	}
 	if e.Forced {
 		what += " (its group was killed by guardrun after the stop timeout or a second stop request)"
@@ -273,6 +308,97 @@ func (rt *RuntimeReport) TopFrame() string {
 		}
 	}
 	return ""
+}
+
+// String is who asked, as logs and status say it: "uid 1000 pid 4242
+// (guardrun)".
+func (p *Peer) String() string {
+	if p == nil {
+		return "someone"
+	}
+	s := fmt.Sprintf("uid %d pid %d", p.Uid, p.Pid)
+	if p.Command != "" {
+		s += " (" + p.Command + ")"
+	}
+	return s
+}
+
+// Sentence is the reply in one sentence, for the person who asked:
+// "restarted api (pid 123 -> 456)".
+func (r Reply) Sentence() string {
+	switch {
+	case r.Err != nil && r.Pid != 0:
+		return fmt.Sprintf("cannot %s %s (pid %d): %v", r.Action, r.Run, r.Pid, r.Err)
+	case r.Err != nil:
+		return fmt.Sprintf("cannot %s %s: %v", r.Action, r.Run, r.Err)
+	}
+	switch r.Action {
+	case ActionRestart:
+		switch {
+		case r.NewPid != 0 && r.Pid != 0:
+			return fmt.Sprintf("restarted %s (pid %d -> %d)", r.Run, r.Pid, r.NewPid)
+		case r.NewPid != 0:
+			return fmt.Sprintf("started %s (pid %d) at once, its backoff cut short", r.Run, r.NewPid)
+		case r.Pid != 0:
+			return fmt.Sprintf("restarting %s (pid %d): the stop signal is sent", r.Run, r.Pid)
+		}
+		return fmt.Sprintf("restarting %s: no child runs, one starts at once", r.Run)
+	case ActionStop:
+		if r.Done {
+			return fmt.Sprintf("stopped %s (guardrun exits %d)", r.Run, r.ExitCode)
+		}
+		if r.Pid != 0 {
+			return fmt.Sprintf("stopping %s (pid %d): the stop signal is sent", r.Run, r.Pid)
+		}
+		return fmt.Sprintf("stopping %s: no child runs", r.Run)
+	case ActionSignal:
+		return fmt.Sprintf("sent %s to %s (pid %d)", signalName(r.Signal), r.Run, r.Pid)
+	}
+	return fmt.Sprintf("%s: %s", r.Run, r.Action)
+}
+
+// RestartWhy names what made a restart, for status: the Reason guardrun
+// stopped the child for (restart_at, pressure, asked, scheduled), else how
+// it ended (oom_kill, heap_oom, crash for a failure, exited for exit 0
+// under --restart always).
+func RestartWhy(e Event) string {
+	switch {
+	case e.Reason != "":
+		return e.Reason
+	case e.Cause == CauseOOMKill || e.Cause == CauseHeapOOM:
+		return e.Cause
+	case e.Cause == CauseExited && e.ExitCode == 0:
+		return "exited"
+	}
+	return "crash"
+}
+
+// RestartWords says a restart's why (RestartWhy) and by whom in a
+// phrase: "asked by uid 1000 pid 4242 (guardrun)", "the --restart-every
+// schedule", "an OOM kill".
+func RestartWords(why, by string) string {
+	switch why {
+	case ReasonAsked:
+		if by == "" {
+			return "asked"
+		}
+		return "asked by " + by
+	case ReasonScheduled:
+		return "the --restart-every schedule"
+	case ReasonRestartAt:
+		return "--restart-at, before the ceiling"
+	case ReasonPressure:
+		return "memory pressure (--restart-on-pressure)"
+	case CauseOOMKill:
+		return "an OOM kill"
+	case CauseHeapOOM:
+		return "a heap OOM"
+	case "exited":
+		return "a clean exit (--restart always)"
+	case "crash":
+		return "a crash"
+	}
+	return why
 }
 
 // restartWhy stands in for a memory_restart's Detail, should it be empty.

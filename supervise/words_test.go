@@ -63,7 +63,10 @@ func TestDecideIsTheExitPolicy(t *testing.T) {
 		{"no group", failed("api", cgroup.ErrBusy), ExitInternal, 0},
 		{"preflight", failed("api", &PreflightError{}), ExitInternal, 0},
 		{"not found", failed("api", &StartError{Command: "x", Err: unix.ENOENT}), ExitNotFound, 0},
-		{"stopped waiting", &Result{Cause: CauseStopped}, 143, 0},
+		{"stopped waiting", &Result{Cause: CauseStopped}, 143, unix.SIGTERM},
+		// Stopped in a backoff, after an OOM kill: the run ends by the
+		// stop's signal, not with the last child's 137.
+		{"stopped in a backoff", &Result{Pid: 1, Cause: CauseOOMKill, ExitCode: 137, Stopped: true, Halt: unix.SIGINT}, 130, unix.SIGINT},
 		{"stopped child", &Result{Pid: 1, Cause: CauseSignaled, ExitCode: 143, Asked: true, Status: unix.WaitStatus(unix.SIGTERM)}, 143, unix.SIGTERM},
 		{"forced child", &Result{Pid: 1, Cause: CauseSignaled, ExitCode: 137, Asked: true, Forced: true, Status: unix.WaitStatus(unix.SIGKILL)}, 137, 0},
 		{"exit 3", &Result{Pid: 1, Cause: CauseExited, ExitCode: 3}, 3, 0},
