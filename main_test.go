@@ -97,8 +97,29 @@ func scriptParams(dir string, h cgroup.Hierarchy) testscript.Params {
 			"receiver": cmdReceiver,
 			"fetch":    cmdFetch,
 			"sentinel": cmdSentinel,
+			"filemode": cmdFileMode,
 		},
 	}
+}
+
+// filemode PATH: print PATH's permission bits (octal) and its type, as
+// lstat sees it ("660 socket"); the VM has no stat(1).
+func cmdFileMode(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 {
+		ts.Fatalf("usage: filemode PATH")
+	}
+	fi, err := os.Lstat(ts.MkAbs(args[0]))
+	ts.Check(err)
+	kind := "file"
+	switch m := fi.Mode(); {
+	case m&os.ModeSocket != 0:
+		kind = "socket"
+	case m&os.ModeSymlink != 0:
+		kind = "symlink"
+	case m.IsDir():
+		kind = "directory"
+	}
+	fmt.Fprintf(ts.Stdout(), "%o %s\n", fi.Mode().Perm(), kind)
 }
 
 func fileExists(p string) bool {
@@ -275,9 +296,11 @@ func cmdNoGroup(ts *testscript.TestScript, neg bool, args []string) {
 		if root == "" {
 			continue
 		}
-		p := filepath.Join(root, "guardrun", args[0])
-		if _, err := os.Stat(p); err == nil {
-			ts.Fatalf("%s is left behind", p)
+		for _, n := range []string{args[0], ".hold-" + args[0]} { // the group, the name's hold
+			p := filepath.Join(root, "guardrun", n)
+			if _, err := os.Stat(p); err == nil {
+				ts.Fatalf("%s is left behind", p)
+			}
 		}
 	}
 }

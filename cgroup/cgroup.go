@@ -92,6 +92,28 @@ type Options struct {
 	Name    string
 	Backend string // auto, v2, v1 or none
 	Limits  Limits
+	// Held is the run's hold on Name (TakeHold), for the groups of its
+	// later children; nil: Open takes the hold, and the group keeps it
+	// until Remove unless TakeHold takes it over.
+	Held *Hold
+}
+
+// TakeHold takes over the name's hold from a group Open made, for the run
+// to keep across its children (Options.Held) and Release at its end; nil
+// for a group that holds none (none, a container's own group).
+func TakeHold(g Group) *Hold {
+	var h **Hold
+	switch g := g.(type) {
+	case *v1Group:
+		h = &g.hold
+	case *v2Group:
+		h = &g.hold
+	default:
+		return nil
+	}
+	held := *h
+	*h = nil
+	return held
 }
 
 // Backends that Open accepts.

@@ -188,14 +188,10 @@ func TestStaleGroupIsCleaned(t *testing.T) {
 		t.Fatal(err)
 	}
 	go c.Wait()
-	// A guardrun killed by SIGKILL leaves its group and child; its lock
-	// goes with it. Dropping the lock is what the kernel does then.
-	switch g := old.(type) {
-	case *v1Group:
-		g.lock.Close()
-	case *v2Group:
-		g.lock.Close()
-	}
+	// A guardrun killed by SIGKILL leaves its group and child, and the
+	// hold on its name; its locks go with it. Dropping them is what the
+	// kernel does then.
+	dropLocks(old)
 	g, err := Open(Options{Name: name, Backend: h.Version(), Limits: Limits{Ceiling: 32 << 20}})
 	if err != nil {
 		t.Fatalf("Open over a stale group: %v", err)
@@ -210,6 +206,19 @@ func TestStaleGroupIsCleaned(t *testing.T) {
 	}
 	if s, _ := g.Stats(); s.Ceiling != 32<<20 || s.Peak > 1<<20 {
 		t.Fatalf("the group was not made anew: %+v", s)
+	}
+}
+
+// dropLocks does to g's locks what the kernel does when its guardrun is
+// killed: the group's and the name's hold go; the directories stay.
+func dropLocks(g Group) {
+	switch g := g.(type) {
+	case *v1Group:
+		g.lock.Close()
+		g.hold.lock.Close()
+	case *v2Group:
+		g.lock.Close()
+		g.hold.lock.Close()
 	}
 }
 
@@ -381,14 +390,12 @@ func TestReclaim(t *testing.T) {
 	if err := Reclaim(dirs[0], dirs[1:]...); err == nil || !testchild.Alive(c.Process.Pid) {
 		t.Fatalf("a held group was reclaimed: %v", err)
 	}
-	switch g := g.(type) {
-	case *v1Group:
-		g.lock.Close()
-	case *v2Group:
-		g.lock.Close()
-	}
+	dropLocks(g)
 	if err := Reclaim(dirs[0], dirs[1:]...); err != nil {
 		t.Fatal(err)
+	}
+	if hold := filepath.Join(filepath.Dir(dirs[0]), holdPrefix+name); fileExists(hold) {
+		t.Errorf("the dead run's hold %s is left", hold)
 	}
 	if testchild.Alive(c.Process.Pid) {
 		t.Errorf("process %d outlived Reclaim", c.Process.Pid)

@@ -169,6 +169,53 @@ func rmdir(dir string) error {
 	return fmt.Errorf("remove %s: %w", dir, err)
 }
 
+// A Hold is a run's claim on its name for the whole run, across its
+// children. The flock on a child's group (claim) lasts as long as the group,
+// and the group goes with its child: in the backoff between two children
+// no group holds the name, and another guardrun could take it, so that the
+// restart would fail as busy and the service end with 125. The hold is an
+// empty directory beside the groups, .hold-NAME (a run name never starts
+// with a dot), made once and flocked for the run: another guardrun that
+// finds it held falls back to NAME-PID as at any busy name. A guardrun
+// killed by SIGKILL leaves it, empty and unheld, for the next to take.
+type Hold struct {
+	dir  string
+	lock *os.File
+}
+
+const holdPrefix = ".hold-"
+
+// holdName takes the hold of name in base (the directory of the groups).
+func holdName(base, name string) (*Hold, error) {
+	dir := filepath.Join(base, holdPrefix+name)
+	if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	lock, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", dir, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: the name %s is held by another guardrun (%s)", ErrBusy, name, dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	return &Hold{dir: dir, lock: lock}, nil
+}
+
+// Release gives the name up: the directory goes first, while the lock is
+// still held, so nobody takes a lock on a directory about to go.
+func (h *Hold) Release() {
+	if h == nil || h.lock == nil {
+		return
+	}
+	unix.Rmdir(h.dir)
+	h.lock.Close()
+	h.lock = nil
+}
+
 // claim creates dir (a cgroup) and takes an exclusive flock on it for the
 // life of the run. The lock is how a stale group is told from a live one:
 // the kernel drops it when its holder dies, even by SIGKILL. If dir exists
@@ -276,6 +323,13 @@ func Reclaim(lockDir string, others ...string) error {
 		if err := rmdir(d); err != nil && first == nil {
 			first = err
 		}
+	}
+	// The dead run's hold on its name goes too, when nobody holds it.
+	if h, err := os.Open(filepath.Join(filepath.Dir(lockDir), holdPrefix+filepath.Base(lockDir))); err == nil {
+		if unix.Flock(int(h.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			unix.Rmdir(h.Name())
+		}
+		h.Close()
 	}
 	return first
 }

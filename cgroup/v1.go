@@ -33,6 +33,7 @@ const (
 type v1Group struct {
 	mem, pids string // group directories; pids is "" without a pids hierarchy
 	lock      *os.File
+	hold      *Hold // the name's, when this group took it and still keeps it
 	removed   bool
 }
 
@@ -62,8 +63,16 @@ func openV1(h Hierarchy, o Options) (Group, error) {
 	if err := os.MkdirAll(filepath.Dir(g.mem), 0o755); err != nil {
 		return nil, err
 	}
+	if o.Held == nil {
+		hold, err := holdName(filepath.Dir(g.mem), o.Name)
+		if err != nil {
+			return nil, err
+		}
+		g.hold = hold
+	}
 	lock, _, err := claim(g.mem, g.procsFiles(), extra...)
 	if err != nil {
+		g.hold.Release()
 		return nil, err
 	}
 	g.lock = lock
@@ -341,6 +350,9 @@ func (g *v1Group) Remove() error {
 	}
 	g.lock.Close()
 	g.removed = err == nil
+	if g.removed {
+		g.hold.Release()
+	}
 	return err
 }
 

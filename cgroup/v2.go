@@ -42,6 +42,7 @@ type v2Group struct {
 	// the group (CloneIntoCgroup), nil when it will. Start then takes the
 	// join start. A test sets it to take that start on any kernel.
 	noClone error
+	hold    *Hold // the name's, when this group took it and still keeps it
 	removed bool
 }
 
@@ -133,8 +134,14 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 		return nil, err
 	}
 	g := &v2Group{dir: filepath.Join(base, o.Name), noClone: CloneIntoCgroup()}
+	if o.Held == nil {
+		if g.hold, err = holdName(base, o.Name); err != nil {
+			return nil, err
+		}
+	}
 	lock, _, err := claim(g.dir, []string{filepath.Join(g.dir, cgroupProcs)})
 	if err != nil {
+		g.hold.Release()
 		return nil, err
 	}
 	g.lock = lock
@@ -344,6 +351,9 @@ func (g *v2Group) Remove() error {
 	}
 	g.lock.Close()
 	g.removed = err == nil
+	if g.removed {
+		g.hold.Release()
+	}
 	return err
 }
 

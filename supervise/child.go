@@ -25,7 +25,7 @@ func (s *supervisor) runChild() (*Result, error) {
 	s.next = nil
 	if g == nil {
 		var err error
-		if g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits}); err != nil {
+		if g, err = cgroup.Open(cgroup.Options{Name: cfg.Name, Backend: cfg.Backend, Limits: cfg.Limits, Held: s.hold}); err != nil {
 			return nil, err
 		}
 	}

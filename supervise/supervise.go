@@ -141,6 +141,7 @@ type Supervisor struct {
 	first   cgroup.Group
 	runtime string // the command's runtime (runtimeOf), under the heap hint
 	ownDir  string // the DiagDir Prepare made, to remove at the end
+	hold    *cgroup.Hold
 	// sigs catches the run's signals from Prepare on: a TERM between
 	// Prepare and Run is a stop before any start, not a death that leaves
 	// the first group behind. caught is closed once they are caught.
@@ -197,7 +198,9 @@ func Prepare(cfg Config) (*Supervisor, error) {
 		sv.Close()
 		return nil, err
 	}
-	sv.cfg, sv.first = cfg, g
+	// The name is the run's from here to its end, across its children
+	// (cgroup.Hold).
+	sv.cfg, sv.first, sv.hold = cfg, g, cgroup.TakeHold(g)
 	if rt != nil {
 		sv.runtime = <-rt
 		if (sv.runtime == "node" || sv.runtime == "jvm") && cfg.DiagDir == "" {
@@ -221,7 +224,7 @@ func (sv *Supervisor) Name() string { return sv.cfg.Name }
 
 // Close removes what Prepare made and no run took over: the first group of
 // a run that was prepared and never run, and the runtime's report
-// directory (Run closes at its end).
+// directory, and the run's hold on its name (Run closes at its end).
 func (sv *Supervisor) Close() {
 	if sv.sigs != nil {
 		<-sv.caught
@@ -232,6 +235,7 @@ func (sv *Supervisor) Close() {
 		sv.first.Remove()
 		sv.first = nil
 	}
+	sv.hold.Release()
 	if sv.ownDir != "" {
 		RemoveDiagDir(sv.ownDir)
 		sv.ownDir = ""
@@ -280,7 +284,7 @@ func (sv *Supervisor) Run(ctx context.Context, obs ...Observer) (*Result, error)
 
 	s := &supervisor{cfg: cfg, sigs: sigs, ctx: ctx, hints: strings.Join(heap.notes, " "), heap: heap,
 		em:   &emitter{run: cfg.Name, log: cfg.Log, obs: obs, now: cfg.Now},
-		loop: crashLoop{max: cfg.MaxRestarts, window: cfg.RestartWindow}, next: sv.first}
+		loop: crashLoop{max: cfg.MaxRestarts, window: cfg.RestartWindow}, next: sv.first, hold: sv.hold}
 	sv.first = nil
 	defer func() { s.sen.close() }()
 	r, err := s.run()
@@ -304,8 +308,9 @@ type supervisor struct {
 	sen      *sentinel // nil until the first child has run for sentinelAfter
 	senTried bool
 	// next is the group the next child starts in, made by Prepare for the
-	// first; nil: runChild makes one.
+	// first; nil: runChild makes one, under the run's hold on its name.
 	next cgroup.Group
+	hold *cgroup.Hold
 	// asked are the asked restarts waiting for the next child to run, and
 	// stops the asked stops waiting for the run's end, to answer them.
 	asked []pendingRestart

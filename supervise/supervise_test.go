@@ -199,6 +199,48 @@ func TestTermBeforeTheFirstStartStartsNothing(t *testing.T) {
 	}
 }
 
+// A run holds its name between its children: another guardrun that
+// starts while the first waits out its backoff cannot take the name (and
+// so make the first one's restart fail as busy); it falls back to
+// NAME-PID, as at any busy name.
+func TestTheNameIsHeldThroughTheBackoff(t *testing.T) {
+	cfg := config(t, 64<<20, "exit", "0")
+	cfg.UniqueName = true
+	cfg.Restart = RestartAlways
+	cfg.Backoff = Backoff{Min: 200 * time.Millisecond, Max: 200 * time.Millisecond, Factor: 1}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	other, starts := "", 0
+	obs := ObserverFunc(func(e Event) {
+		switch e.Kind {
+		case Restarting:
+			if other != "" {
+				return
+			}
+			// In the backoff: no group of the first run exists now.
+			sv, err := Prepare(cfg)
+			if err != nil {
+				t.Errorf("the second run: %v", err)
+				other = "-"
+				return
+			}
+			other = sv.Name()
+			sv.Close()
+		case Started:
+			if starts++; starts == 2 {
+				cancel()
+			}
+		}
+	})
+	r := run(t, ctx, cfg, obs)
+	if want := fmt.Sprintf("%s-%d", cfg.Name, os.Getpid()); other != want {
+		t.Errorf("the second run took %q during the first's backoff, want %q", other, want)
+	}
+	if starts != 2 || r.Err != nil {
+		t.Fatalf("%d starts, err %v; want the restart to have run", starts, r.Err)
+	}
+}
+
 func TestParseSignal(t *testing.T) {
 	for in, want := range map[string]syscall.Signal{"TERM": syscall.SIGTERM, "sigint": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT, "9": syscall.SIGKILL, "hup": syscall.SIGHUP} {
 		if got, err := ParseSignal(in); err != nil || got != want {
