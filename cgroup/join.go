@@ -97,18 +97,30 @@ func startJoined(cmd *exec.Cmd, procs ...string) error {
 	if _, err := ours.Write([]byte{1}); err != nil {
 		return abandon("tell the child to run", err)
 	}
-	// The shim's end closes at its exec (close-on-exec): EOF is success.
-	// Before that it writes the errno of an exec that failed.
+	done, err := execResult(ours, cmd, path)
+	if !done {
+		return abandon("hear from the child", err)
+	}
+	return err
+}
+
+// execResult hears from a shim how its exec of path went: its end of the
+// pipe closes at the exec (close-on-exec), so EOF is success; before that
+// it writes the errno of an exec that failed, reported as os/exec reports
+// its own, so "not found" and "not executable" keep their exit codes.
+// done is false when the shim said neither: err is why, and the child is
+// the caller's to abandon.
+func execResult(ours io.Reader, cmd *exec.Cmd, path string) (done bool, err error) {
 	var b [4]byte
 	n, err := io.ReadFull(ours, b[:])
 	switch {
 	case n == 0 && errors.Is(err, io.EOF):
-		return nil
+		return true, nil
 	case n == len(b):
 		cmd.Wait()
-		return &fs.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(binary.LittleEndian.Uint32(b[:]))}
+		return true, &fs.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(binary.LittleEndian.Uint32(b[:]))}
 	}
-	return abandon("hear from the child", err)
+	return false, err
 }
 
 func init() {

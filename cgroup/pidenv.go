@@ -1,17 +1,12 @@
 package cgroup
 
 import (
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,14 +54,9 @@ func WithPidEnv(cmd *exec.Cmd, name string) (started func(error) error, err erro
 		if err != nil {
 			return shimStartError(err, path, "which sets "+name)
 		}
-		var b [4]byte
-		n, err := io.ReadFull(ours, b[:])
-		switch {
-		case n == 0 && errors.Is(err, io.EOF):
-			return nil
-		case n == len(b):
-			cmd.Wait()
-			return &fs.PathError{Op: "fork/exec", Path: path, Err: syscall.Errno(binary.LittleEndian.Uint32(b[:]))}
+		done, err := execResult(ours, cmd, path)
+		if done {
+			return err
 		}
 		cmd.Process.Kill()
 		cmd.Wait()
