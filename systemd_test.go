@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/internal/testchild"
 )
 
@@ -151,5 +152,40 @@ func TestStopEndsGuardrunByTheSameSignal(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "guardrun: stopsig was stopped by signal 15 (SIGTERM), as asked") {
 		t.Fatalf("summary:\n%s", stderr.String())
+	}
+}
+
+// TestStopOfTheWholeGroupIsAStop: systemd stops a unit (KillMode=
+// control-group) by sending TERM to the main process and then to every
+// other process of the unit at once, so the child may die of the TERM
+// before guardrun has read its own. That is still the stop systemd asked
+// for: guardrun ends by SIGTERM (a clean stop to systemd), never with a
+// plain exit 143 (a failed unit). Run many times: the order in which the
+// two arrive is the kernel's and the scheduler's.
+func TestStopOfTheWholeGroupIsAStop(t *testing.T) {
+	testchild.RequireCgroup(t, cgroup.Discover().Version(), "")
+	exe, _ := os.Executable()
+	for i := range 30 {
+		sock, msgs := notifySocket(t)
+		c := guardrunCmd(exe, []string{"--max", "64M", "--name", "groupstop"}, "sleep", "1h")
+		c.Env = append(c.Env, "NOTIFY_SOCKET="+sock)
+		var stderr strings.Builder
+		c.Stderr = &stderr
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, msgs, "READY=1")
+		tree, err := proc.Tree(c.Process.Pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, pid := range tree { // guardrun first, as systemd does
+			syscall.Kill(pid, syscall.SIGTERM)
+		}
+		c.Wait()
+		ws := c.ProcessState.Sys().(syscall.WaitStatus)
+		if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+			t.Fatalf("stop %d: guardrun ended %v, want by SIGTERM:\n%s", i, c.ProcessState, stderr.String())
+		}
 	}
 }

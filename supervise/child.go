@@ -309,11 +309,14 @@ func (c *child) supervise() {
 		defer t.Stop()
 		every = t.C
 	}
+	chld := false // the last thing read was a SIGCHLD
 	for {
 		if st, ok := reap(c.p.Pid, c.cfg.Init); ok {
 			c.r.Status = st
+			c.settle(chld)
 			return
 		}
+		chld = false
 		var overTick <-chan time.Time
 		if c.over != nil {
 			overTick = c.over.tick.C
@@ -322,6 +325,7 @@ func (c *child) supervise() {
 		case sig := <-c.sigs:
 			switch sig {
 			case unix.SIGCHLD:
+				chld = true
 			case unix.SIGTERM:
 				c.stop(stopSignal(c.cfg), "")
 			case unix.SIGINT:
@@ -353,6 +357,57 @@ func (c *child) supervise() {
 		case <-every:
 			every = nil
 			c.scheduled()
+		}
+	}
+}
+
+// settleAfter bounds settle's wait for the SIGCHLD of the child's death:
+// it is on its way unless the signal channel overflowed and dropped it.
+const settleAfter = 100 * time.Millisecond
+
+// settle takes the stop a child's death may have overtaken. systemd stops
+// a unit by signalling the main process and then every process of the
+// unit at once, so the child can die of that TERM, and guardrun reap it,
+// before guardrun has read its own TERM: the death is still the stop
+// systemd asked for, not a child killed from outside (which would end
+// guardrun with a plain 143, a failed unit, or restart the child). A
+// signal the kernel delivered to guardrun before the child's SIGCHLD is
+// ahead of that SIGCHLD on the channel (the kernel hands out the lower
+// signal first, and Go's runtime keeps the order), so reading up to the
+// SIGCHLD finds it. chld: that SIGCHLD was the last thing read, and only
+// what is queued already is looked at.
+func (c *child) settle(chld bool) {
+	var timeout <-chan time.Time
+	if !chld {
+		t := time.NewTimer(settleAfter)
+		defer t.Stop()
+		timeout = t.C
+	}
+	for {
+		var sig os.Signal
+		select {
+		case sig = <-c.sigs:
+		case <-timeout:
+			return
+		default:
+			if chld {
+				return
+			}
+			select {
+			case sig = <-c.sigs:
+			case <-timeout:
+				return
+			}
+		}
+		switch sig {
+		case unix.SIGCHLD:
+			if !chld {
+				return
+			}
+		case unix.SIGTERM, unix.SIGINT:
+			// The child is gone: nothing to signal, but the run ends as
+			// asked. Other signals have no child to go to.
+			c.r.Asked = true
 		}
 	}
 }
