@@ -31,10 +31,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -58,7 +58,7 @@ func completionCommand(stdout io.Writer) *cli.Command {
 				return usageError(fmt.Sprintf("completion %s: name one shell", strings.Join(c.Args().Slice(), " ")),
 					"use guardrun completion bash, zsh or fish")
 			}
-			return completionTemplate.ExecuteTemplate(stdout, shell, completionModel(c.App))
+			return completionTemplate().ExecuteTemplate(stdout, shell, completionModel(c.App))
 		},
 	}
 }
@@ -217,7 +217,7 @@ type model struct {
 	Signals  []string
 }
 
-var wordListRe = regexp.MustCompile(`^[a-z0-9-]+(\|[a-z0-9-]+)+$`)
+var wordListRe = lazyRegexp(`^[a-z0-9-]+(\|[a-z0-9-]+)+$`)
 
 func completionModel(app *cli.App) model {
 	m := model{Name: app.Name, Options: options(app.VisibleFlags())}
@@ -231,7 +231,7 @@ func completionModel(app *cli.App) model {
 		// status's ArgsUsage is "[NAME]  (flags come before NAME)": the
 		// arguments, two spaces, then a note for --help.
 		cmd.Args, _, _ = strings.Cut(c.ArgsUsage, "  ")
-		if wordListRe.MatchString(cmd.Args) {
+		if wordListRe().MatchString(cmd.Args) {
 			cmd.Words = strings.Split(cmd.Args, "|")
 		}
 		m.Commands = append(m.Commands, cmd)
@@ -239,66 +239,70 @@ func completionModel(app *cli.App) model {
 	return m
 }
 
-var completionTemplate = template.Must(template.New("").Funcs(template.FuncMap{
-	"join":   strings.Join,
-	"fishq":  func(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" },
-	"zshq":   func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" },
-	"zshopt": zshOption,
-	"valued": func(os []option) []string {
-		var out []string
-		for _, o := range os {
-			if o.Arg != "" {
+// completionTemplate is parsed when a completion is asked for, not at every
+// start.
+var completionTemplate = sync.OnceValue(func() *template.Template {
+	return template.Must(template.New("").Funcs(template.FuncMap{
+		"join":   strings.Join,
+		"fishq":  func(s string) string { return "'" + strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(s) + "'" },
+		"zshq":   func(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" },
+		"zshopt": zshOption,
+		"valued": func(os []option) []string {
+			var out []string
+			for _, o := range os {
+				if o.Arg != "" {
+					out = append(out, o.Names...)
+				}
+			}
+			return out
+		},
+		"scoped": func(cmd string, os []option) string {
+			var out []string
+			for _, o := range os {
+				if o.Arg != "" {
+					for _, n := range o.Names {
+						out = append(out, cmd+":"+n)
+					}
+				}
+			}
+			return strings.Join(out, " | ")
+		},
+		"allOptions": func(m model) []option {
+			out := slices.Clone(m.Options)
+			for _, c := range m.Commands {
+				for _, o := range c.Options {
+					if !slices.ContainsFunc(out, func(p option) bool { return p.Names[0] == o.Names[0] }) {
+						out = append(out, o)
+					}
+				}
+			}
+			return out
+		},
+		"bashAction": bashAction,
+		"spellings": func(os []option) []string {
+			var out []string
+			for _, o := range os {
 				out = append(out, o.Names...)
 			}
-		}
-		return out
-	},
-	"scoped": func(cmd string, os []option) string {
-		var out []string
-		for _, o := range os {
-			if o.Arg != "" {
-				for _, n := range o.Names {
-					out = append(out, cmd+":"+n)
-				}
+			return out
+		},
+		"names": func(cs []command) []string {
+			var out []string
+			for _, c := range cs {
+				out = append(out, c.Name)
 			}
-		}
-		return strings.Join(out, " | ")
-	},
-	"allOptions": func(m model) []option {
-		out := slices.Clone(m.Options)
-		for _, c := range m.Commands {
-			for _, o := range c.Options {
-				if !slices.ContainsFunc(out, func(p option) bool { return p.Names[0] == o.Names[0] }) {
-					out = append(out, o)
-				}
+			return out
+		},
+		"zshdesc": func(s string) string { return strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace(s) },
+		"dict": func(kv ...any) map[string]any {
+			m := map[string]any{}
+			for i := 0; i+1 < len(kv); i += 2 {
+				m[kv[i].(string)] = kv[i+1]
 			}
-		}
-		return out
-	},
-	"bashAction": bashAction,
-	"spellings": func(os []option) []string {
-		var out []string
-		for _, o := range os {
-			out = append(out, o.Names...)
-		}
-		return out
-	},
-	"names": func(cs []command) []string {
-		var out []string
-		for _, c := range cs {
-			out = append(out, c.Name)
-		}
-		return out
-	},
-	"zshdesc": func(s string) string { return strings.NewReplacer(`\`, `\\`, `:`, `\:`).Replace(s) },
-	"dict": func(kv ...any) map[string]any {
-		m := map[string]any{}
-		for i := 0; i+1 < len(kv); i += 2 {
-			m[kv[i].(string)] = kv[i+1]
-		}
-		return m
-	},
-}).Parse(bashTemplate + zshTemplate + fishTemplate))
+			return m
+		},
+	}).Parse(bashTemplate + zshTemplate + fishTemplate))
+})
 
 // bashAction completes o's value in bash.
 func bashAction(o option) string {

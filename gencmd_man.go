@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -164,7 +163,7 @@ func splitExitStatus(desc string) (rest, exit string) {
 	return strings.Join(keep, "\n\n"), exit
 }
 
-var exitItemRe = regexp.MustCompile(`^(\d+(?:\+N)?) (.+)$`)
+var exitItemRe = lazyRegexp(`^(\d+(?:\+N)?) (.+)$`)
 
 // exitStatus writes the description's "the child's own; 137 when ...;
 // 125 when ..." as a sentence and a list of codes; a part without a code
@@ -173,7 +172,7 @@ func exitStatus(b *strings.Builder, exit string) {
 	var lead []string
 	var codes [][]string
 	for _, item := range strings.Split(strings.TrimSuffix(exit, "."), "; ") {
-		if m := exitItemRe.FindStringSubmatch(item); m != nil {
+		if m := exitItemRe().FindStringSubmatch(item); m != nil {
 			codes = append(codes, m[1:])
 		} else {
 			lead = append(lead, item)

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -610,10 +611,10 @@ const durationHint = "use a number with a unit (ns, us, ms, s, m or h), or sever
 // nil for an error of another kind.
 func flagValueError(fs []cli.Flag, err error) error {
 	var flag, value, where string
-	if m := cliValueRe.FindStringSubmatch(err.Error()); m != nil {
+	if m := cliValueRe().FindStringSubmatch(err.Error()); m != nil {
 		value, _ = strconv.Unquote(m[1])
 		flag, where = m[2], "--"+m[2]+" "+value
-	} else if m := envValueRe.FindStringSubmatch(err.Error()); m != nil {
+	} else if m := envValueRe().FindStringSubmatch(err.Error()); m != nil {
 		value, _ = strconv.Unquote(m[1])
 		env, _ := strconv.Unquote(m[2])
 		flag, where = m[3], env+"="+value
@@ -627,14 +628,15 @@ func flagValueError(fs []cli.Flag, err error) error {
 	return usageError(where+": "+reason, hint)
 }
 
+// The messages of the parsers guardrun rewrites into its own words.
 var (
 	// flag.FlagSet: invalid value "5" for flag -stop-timeout: parse error
-	cliValueRe = regexp.MustCompile(`^invalid value ("(?:[^"\\]|\\.)*") for flag -(\S+): `)
+	cliValueRe = lazyRegexp(`^invalid value ("(?:[^"\\]|\\.)*") for flag -(\S+): `)
 	// urfave/cli: could not parse "5" as duration value from environment
 	// variable "GUARDRUN_STOP_TIMEOUT" for flag stop-timeout: ...
-	envValueRe = regexp.MustCompile(`^could not parse ("(?:[^"\\]|\\.)*") as \S+ value from environment variable ("(?:[^"\\]|\\.)*") for flag (\S+): `)
+	envValueRe = lazyRegexp(`^could not parse ("(?:[^"\\]|\\.)*") as \S+ value from environment variable ("(?:[^"\\]|\\.)*") for flag (\S+): `)
 	// time.ParseDuration: time: unknown unit "sec" in duration "5sec"
-	unknownUnitRe = regexp.MustCompile(`unknown unit ("(?:[^"\\]|\\.)*") in duration`)
+	unknownUnitRe = lazyRegexp(`unknown unit ("(?:[^"\\]|\\.)*") in duration`)
 )
 
 // configValueError explains a --config value that its flag refused. A
@@ -692,8 +694,16 @@ func durationProblem(v string) string {
 	if _, nerr := strconv.ParseFloat(v, 64); nerr == nil && strings.Trim(v, "0123456789.") == "" {
 		return "a duration needs a unit, e.g. " + v + "s"
 	}
-	if m := unknownUnitRe.FindStringSubmatch(fmt.Sprint(err)); m != nil {
+	if m := unknownUnitRe().FindStringSubmatch(fmt.Sprint(err)); m != nil {
 		return "unknown unit " + m[1]
 	}
 	return "not a duration"
+}
+
+// lazyRegexp compiles a pattern on its first use: a package-level
+// regexp.MustCompile runs in every start's init, before guardrun knows
+// whether it will need it (guardrun's start-up is measured against
+// cgexec's, scripts/bench section 7).
+func lazyRegexp(pattern string) func() *regexp.Regexp {
+	return sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(pattern) })
 }
