@@ -104,12 +104,12 @@ func init() {
 // probeChild says, from inside, which cgroups it runs in. It runs from
 // package initialisation, before any main or TestMain, as the shim.
 func probeChild() int {
-	b, err := os.ReadFile("/proc/self/cgroup")
+	b, err := readText("/proc/self/cgroup")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "guardrun: probe:", err)
 		return 1
 	}
-	os.Stdout.Write(b)
+	os.Stdout.WriteString(b)
 	return 0
 }
 
@@ -284,7 +284,7 @@ func v2Features(g *v2Group, p Proof) []Feature {
 	}
 	psi := Feature{Name: "PSI memory.pressure", Since: "4.20",
 		Without: "--pressure and --restart-on-pressure are refused"}
-	if _, err := os.ReadFile(file(v2Pressure)); err != nil {
+	if _, err := readText(file(v2Pressure)); err != nil {
 		psi.Why = err.Error()
 		if errors.Is(err, unix.EOPNOTSUPP) {
 			psi.Why += " (PSI is off: boot with psi=1)"
@@ -405,12 +405,12 @@ func exists(name, since, file, without string) Feature {
 
 func hasKey(name, since, file, key, without string) Feature {
 	f := Feature{Name: name, Since: since, Without: without}
-	b, err := os.ReadFile(file)
+	b, err := readText(file)
 	if err != nil {
 		f.Why = err.Error()
 		return f
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(b, "\n") {
 		if k, _, _ := strings.Cut(line, " "); k == key {
 			f.Have = true
 			return f

@@ -1,7 +1,6 @@
 package cgroup
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -11,13 +10,15 @@ import (
 	"strings"
 	"time"
 
+	"github.com/guardrun/guardrun/internal/proc"
 	"golang.org/x/sys/unix"
 )
 
 // readUint reads a one-number kernel file such as memory.current. "max"
 // (v2's "no limit") reads as 0.
 func readUint(path string) (uint64, error) {
-	b, err := os.ReadFile(path)
+	var buf [64]byte
+	b, err := proc.ReadFile(path, buf[:])
 	if err != nil {
 		return 0, err
 	}
@@ -32,28 +33,36 @@ func readUint(path string) (uint64, error) {
 	return v, nil
 }
 
+// readText reads a small kernel file whole (a mountinfo, a cgroup's
+// controllers, its memory.stat) through guardrun's one reader of kernel
+// files.
+func readText(path string) (string, error) {
+	var buf [4096]byte
+	b, err := proc.ReadFile(path, buf[:])
+	return string(b), err
+}
+
 // readKey reads one "key value" line from a flat-keyed kernel file such as
 // memory.events or memory.oom_control. A missing key reads as 0.
 func readKey(path, key string) (uint64, error) {
-	f, err := os.Open(path)
+	var buf [512]byte
+	b, err := proc.ReadFile(path, buf[:])
 	if err != nil {
 		return 0, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " ")
+	for line := range strings.Lines(string(b)) {
+		k, v, ok := strings.Cut(line, " ")
 		if ok && k == key {
 			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
 		}
 	}
-	return 0, sc.Err()
+	return 0, nil
 }
 
 // writeFile writes one value to a kernel file; the error names the file.
 func writeFile(path, value string) error {
-	if err := os.WriteFile(path, []byte(value), 0); err != nil {
-		return fmt.Errorf("write %q to %s: %w", value, path, err)
+	if err := proc.WriteFile(path, []byte(value)); err != nil {
+		return fmt.Errorf("write %q to %s: %w", value, path, errors.Unwrap(err))
 	}
 	return nil
 }
@@ -106,7 +115,8 @@ func verifyLimits(maxFile, pidsFile string, l Limits) error {
 
 // readPids lists the processes in a cgroup.procs file.
 func readPids(procs string) ([]int, error) {
-	b, err := os.ReadFile(procs)
+	var buf [512]byte
+	b, err := proc.ReadFile(procs, buf[:])
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +281,8 @@ func claim(dir string, procs []string, extra ...string) (lock *os.File, stale bo
 
 // readStat reads a flat-keyed file such as memory.stat into a map.
 func readStat(path string) (map[string]uint64, error) {
-	b, err := os.ReadFile(path)
+	var buf [4096]byte
+	b, err := proc.ReadFile(path, buf[:])
 	if err != nil {
 		return nil, err
 	}

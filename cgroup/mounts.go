@@ -2,7 +2,6 @@ package cgroup
 
 import (
 	"bufio"
-	"os"
 	"slices"
 	"strings"
 )
@@ -47,15 +46,15 @@ func (h Hierarchy) Why() string {
 // Discover reads the mounts and this process's cgroups. It never fails: a
 // host without cgroups is a host whose Hierarchy is empty.
 func Discover() Hierarchy {
-	mountinfo, _ := os.ReadFile("/proc/self/mountinfo")
-	h := parseMountinfo(string(mountinfo))
+	mountinfo, _ := readText("/proc/self/mountinfo")
+	h := parseMountinfo(mountinfo)
 	if h.V2 != "" {
-		if b, err := os.ReadFile(h.V2 + "/cgroup.controllers"); err == nil {
-			h.V2Controls = strings.Fields(string(b))
+		if b, err := readText(h.V2 + "/cgroup.controllers"); err == nil {
+			h.V2Controls = strings.Fields(b)
 		}
 	}
-	cgroups, _ := os.ReadFile("/proc/self/cgroup")
-	h.V2Own, h.V1OwnMemory = parseProcCgroup(string(cgroups))
+	cgroups, _ := readText("/proc/self/cgroup")
+	h.V2Own, h.V1OwnMemory = parseProcCgroup(cgroups)
 	return h
 }
 

@@ -264,7 +264,7 @@ func waitThreadGone(tid int) {
 // threadCgroups finds, for each group dir, the directory of the same
 // hierarchy that the calling thread is in now.
 func threadCgroups(dirs []string) ([]string, error) {
-	b, err := os.ReadFile("/proc/thread-self/cgroup")
+	b, err := readText("/proc/thread-self/cgroup")
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +273,7 @@ func threadCgroups(dirs []string) ([]string, error) {
 		mount := filepath.Dir(filepath.Dir(d)) // <mount>/guardrun/<name>
 		ctrl := filepath.Base(mount)
 		found := false
-		for _, line := range strings.Split(string(b), "\n") {
+		for _, line := range strings.Split(b, "\n") {
 			parts := strings.SplitN(line, ":", 3)
 			if len(parts) == 3 && hasController(parts[1], ctrl) {
 				home = append(home, filepath.Join(mount, parts[2]))

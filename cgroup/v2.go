@@ -115,7 +115,7 @@ func openV2(h Hierarchy, o Options) (Group, error) {
 		return nil, err
 	}
 	if nested {
-		ctl, err := os.ReadFile(filepath.Join(base, v2Controllers))
+		ctl, err := readText(filepath.Join(base, v2Controllers))
 		if err != nil {
 			return nil, err
 		}
@@ -221,7 +221,7 @@ func enableControllers(h Hierarchy, base string) error {
 			}
 			// A non-root user may not write above its delegation; that is
 			// fine as long as memory is already on there.
-			if ctl, e := os.ReadFile(filepath.Join(dir, subtreeControl)); e == nil && strings.Contains(string(ctl), "memory") {
+			if ctl, e := readText(filepath.Join(dir, subtreeControl)); e == nil && strings.Contains(ctl, "memory") {
 				continue
 			}
 			return err
@@ -232,14 +232,10 @@ func enableControllers(h Hierarchy, base string) error {
 
 func enableIn(dir string) error {
 	want := "+memory"
-	if ctl, err := os.ReadFile(filepath.Join(dir, v2Controllers)); err == nil && strings.Contains(string(ctl), "pids") {
+	if ctl, err := readText(filepath.Join(dir, v2Controllers)); err == nil && strings.Contains(ctl, "pids") {
 		want += " +pids"
 	}
-	err := os.WriteFile(filepath.Join(dir, subtreeControl), []byte(want), 0)
-	if err != nil {
-		return fmt.Errorf("write %q to %s: %w", want, filepath.Join(dir, subtreeControl), err)
-	}
-	return nil
+	return writeFile(filepath.Join(dir, subtreeControl), want)
 }
 
 func (g *v2Group) Backend() string { return "v2" }

@@ -2,7 +2,8 @@
 // a process's stat and status, its children and its open fds, and the
 // host's meminfo and boot time. It is the only parser of those files in
 // guardrun; what the numbers mean for a ceiling, a report or a metric is
-// left to the packages that use them.
+// left to the packages that use them. Its ReadFile and WriteFile are how
+// guardrun reads and writes any kernel file, cgroupfs's included.
 //
 // Each read goes into a buffer on the stack and is parsed in place, so a
 // ReadStat allocates only its path (and the NUL-terminated copy open(2)
@@ -48,7 +49,7 @@ const statMax = 2048
 func ReadStat(pid int) (Stat, error) {
 	path := pidPath(pid, "stat")
 	var buf [statMax]byte
-	b, err := readFile(path, buf[:])
+	b, err := ReadFile(path, buf[:])
 	if err != nil {
 		return Stat{}, err
 	}
@@ -121,7 +122,7 @@ func Children(pid int) ([]int, error) {
 	var kids []int
 	var buf [1024]byte
 	err := eachNumber(dir, func(tid int) error {
-		b, err := readFile(numPath(dir, tid, "/children"), buf[:])
+		b, err := ReadFile(numPath(dir, tid, "/children"), buf[:])
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil // the thread ended: its children moved to another
 		}
@@ -206,7 +207,7 @@ func ReadStatus(pid int) (Status, error) {
 // Environ is /proc/PID/environ: the environment the process was started
 // with, NUL-separated, as exec gave it.
 func Environ(pid int) ([]byte, error) {
-	return readFile(pidPath(pid, "environ"), make([]byte, 4096))
+	return ReadFile(pidPath(pid, "environ"), make([]byte, 4096))
 }
 
 // MemInfo is /proc/meminfo's figures guardrun reads, in bytes.
@@ -237,7 +238,7 @@ func bootTime(path string) (time.Time, error) {
 	// The per-CPU and intr lines come first and grow with the machine:
 	// tens of KiB on a large one. readFile grows the buffer to fit.
 	var buf [8192]byte
-	b, err := readFile(path, buf[:])
+	b, err := ReadFile(path, buf[:])
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -272,10 +273,14 @@ func numPath(dir string, n int, file string) string {
 	return string(append(p, file...))
 }
 
-// readFile reads path whole into buf, growing it only when the file does
-// not fit. procfs hands a file out through seq_file, which may return
-// less than asked before the end: only a read of 0 is the end.
-func readFile(path string, buf []byte) ([]byte, error) {
+// ReadFile reads a kernel file (procfs, cgroupfs, sysfs) whole into buf,
+// growing it only when the file does not fit. It is guardrun's one way to
+// read such a file: open, read, close and nothing else, where
+// os.ReadFile also stats the file and offers it to the netpoller (a
+// cgroup file: 6.5 µs against 17 µs, measured). procfs and cgroupfs hand
+// a file out through seq_file, which may return less than asked before
+// the end: only a read of 0 is the end. The error is an *fs.PathError.
+func ReadFile(path string, buf []byte) ([]byte, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, pathError("open", path, err)
@@ -296,6 +301,29 @@ func readFile(path string, buf []byte) ([]byte, error) {
 			return buf[:n], nil
 		}
 		n += m
+	}
+}
+
+// WriteFile writes b to an existing kernel file in one write(2), as
+// cgroupfs takes a value: open, write, close, no O_CREAT or O_TRUNC. The
+// error is an *fs.PathError.
+func WriteFile(path string, b []byte) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return pathError("open", path, err)
+	}
+	defer unix.Close(fd)
+	for {
+		n, err := unix.Write(fd, b)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return pathError("write", path, err)
+		case n < len(b):
+			return pathError("write", path, unix.EIO)
+		}
+		return nil
 	}
 }
 
@@ -346,7 +374,7 @@ func eachNumber(path string, fn func(n int) error) error {
 // it was there.
 func readKB(path string, keys []string, into []*uint64, other ...func(key, rest []byte) error) (found uint64, err error) {
 	var buf [4096]byte
-	b, err := readFile(path, buf[:])
+	b, err := ReadFile(path, buf[:])
 	if err != nil {
 		return 0, err
 	}
