@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -44,10 +45,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	code := 0
 	app := newApp(stdout, stderr, &code)
+	if willRun(app, args) {
+		supervise.CatchSignals()
+		defer supervise.DropSignals()
+	}
 	if err := app.Run(args); err != nil {
 		return report(stderr, err)
 	}
 	return code
+}
+
+// willRun: the arguments give a command after "--" and no subcommand or
+// help before it, so guardrun will run it and can catch its signals while
+// it parses its flags (supervise.CatchSignals). A flag's value that reads
+// as a subcommand's name only costs that head start; a subcommand that
+// lives on (status --watch) must never have its TERM caught.
+func willRun(app *cli.App, args []string) bool {
+	end := slices.Index(args, "--")
+	if end < 1 || end == len(args)-1 {
+		return false
+	}
+	for _, a := range args[1:end] {
+		if a == "-h" || a == "--help" || app.Command(a) != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func newApp(stdout, stderr io.Writer, code *int) *cli.App {

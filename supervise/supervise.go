@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -123,6 +124,65 @@ var forwarded = []os.Signal{
 	unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH, unix.SIGCONT,
 }
 
+// catch is the run's signal catch: signal.Notify hands each signal to
+// the runtime's signal thread and waits for it, one round trip per
+// signal (0.1-0.4 ms for the nine, measured, and once in a while some
+// milliseconds on a busy host), so it goes on beside other work: the
+// group's making in Prepare, or from CatchSignals on, the flags' parsing.
+type catch struct {
+	sigs   chan os.Signal
+	caught chan struct{} // closed once the signals are caught
+}
+
+func startCatch() catch {
+	c := catch{make(chan os.Signal, 32), make(chan struct{})}
+	go func() {
+		signal.Notify(c.sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
+		close(c.caught)
+	}()
+	return c
+}
+
+var early struct {
+	sync.Mutex
+	c catch
+}
+
+// CatchSignals begins the catch of the run's signals before Prepare, for a
+// caller that knows early that it will run a command (main, before it
+// parses its flags). The first Prepare takes it over; DropSignals lets it
+// go when no Prepare came (the flags were refused).
+func CatchSignals() {
+	early.Lock()
+	defer early.Unlock()
+	if early.c.sigs == nil {
+		early.c = startCatch()
+	}
+}
+
+// DropSignals ends an early catch that no Prepare took over.
+func DropSignals() {
+	early.Lock()
+	defer early.Unlock()
+	if c := early.c; c.sigs != nil {
+		<-c.caught
+		signal.Stop(c.sigs)
+		early.c = catch{}
+	}
+}
+
+// takeCatch hands Prepare the early catch, once, or a new one.
+func takeCatch() (chan os.Signal, chan struct{}) {
+	early.Lock()
+	defer early.Unlock()
+	c := early.c
+	if c.sigs == nil {
+		c = startCatch()
+	}
+	early.c = catch{}
+	return c.sigs, c.caught
+}
+
 // An Observer consumes a run's events: the notifier, the recorder,
 // systemd's notify protocol. Observe is called on the supervisor's
 // goroutine, in order, after the event is logged; it must not block and
@@ -170,15 +230,8 @@ func Prepare(cfg Config) (*Supervisor, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	sv := &Supervisor{sigs: make(chan os.Signal, 32), caught: make(chan struct{})}
-	// signal.Notify hands each signal to the runtime's signal thread and
-	// waits for it, one round trip per signal (0.1-0.4 ms for the nine,
-	// measured), and the runtime's reading opens and parses the program:
-	// both go on beside the group's making, which needs neither.
-	go func() {
-		signal.Notify(sv.sigs, append([]os.Signal{unix.SIGCHLD}, forwarded...)...)
-		close(sv.caught)
-	}()
+	sv := &Supervisor{}
+	sv.sigs, sv.caught = takeCatch()
 	var rt chan string // the command's runtime, read beside
 	if cfg.HeapHint && cfg.Limits.Ceiling > 0 {
 		// Read once: a PATH lookup, the Go build information and a #! line.
