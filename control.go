@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -121,8 +120,15 @@ func listenControl(dir, run string, requests chan<- supervise.Request, log *slog
 	if len(path) > sunPathMax {
 		return nil, fmt.Errorf("control socket %q: the path is %d bytes, over the kernel's %d for a unix socket: use a shorter --state-dir", path, len(path), sunPathMax)
 	}
-	if err := clearStale(path); err != nil {
-		return nil, err
+	if err := roomForSocket(path); err != nil {
+		var ns *notSocketError
+		switch {
+		case errors.As(err, &ns):
+			return nil, fmt.Errorf("control socket %q: something that is not a socket is there (%s): not followed, not replaced; remove it if nothing needs it", path, ns.kind)
+		case errors.Is(err, syscall.EADDRINUSE):
+			return nil, fmt.Errorf("control socket %q: another guardrun answers on it", path)
+		}
+		return nil, fmt.Errorf("control socket %q: %w", path, err)
 	}
 	// bind(2) makes the socket and fails on anything at the path, a
 	// dangling symlink included: it never follows one.
@@ -144,45 +150,6 @@ func listenControl(dir, run string, requests chan<- supervise.Request, log *slog
 	}
 	return &controlServer{l: l, path: path, ino: fi.Sys().(*syscall.Stat_t).Ino, run: run, uid: uint32(os.Geteuid()),
 		requests: requests, log: log, quit: make(chan struct{}), conns: make(chan struct{}, controlConns)}, nil
-}
-
-// clearStale makes room at path for a new socket: nothing there, or a
-// socket nobody answers on, which it removes.
-func clearStale(path string) error {
-	fi, err := os.Lstat(path)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return nil
-	case err != nil:
-		return fmt.Errorf("control socket %q: %w", path, err)
-	case fi.Mode().Type() != fs.ModeSocket:
-		return fmt.Errorf("control socket %q: something that is not a socket is there (%s): not followed, not replaced; remove it if nothing needs it", path, fileKind(fi))
-	}
-	c, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		c.Close()
-		return fmt.Errorf("control socket %q: another guardrun answers on it", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("control socket %q: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("control socket %q: remove the stale socket: %w", path, err)
-	}
-	return nil
-}
-
-func fileKind(fi fs.FileInfo) string {
-	switch t := fi.Mode().Type(); {
-	case t == fs.ModeSymlink:
-		return "a symlink"
-	case t == 0:
-		return "a regular file"
-	case t == fs.ModeDir:
-		return "a directory"
-	default:
-		return "mode " + fi.Mode().String()
-	}
 }
 
 func (cs *controlServer) serve() {

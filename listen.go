@@ -303,6 +303,13 @@ func bindTCP(host string, port uint16) (int, error) {
 
 var errNotSocket = errors.New("not a socket")
 
+// notSocketError is something other than a socket where one is to be made:
+// kind says what ("a symbolic link"). It is errNotSocket.
+type notSocketError struct{ kind string }
+
+func (e *notSocketError) Error() string        { return e.kind + " is there: " + errNotSocket.Error() }
+func (e *notSocketError) Is(target error) bool { return target == errNotSocket }
+
 // socketMode is a unix socket's mode: guardrun's user and group may
 // connect, nobody else. Not 0600: a front proxy usually reaches a
 // service's socket by its group (nginx's www-data), and the group a socket
@@ -364,8 +371,11 @@ func bindUnix(path string) (int, socketFile, error) {
 	return fd, made, nil
 }
 
-// roomForSocket makes room at path: nothing there, or a stale socket, which it
-// removes. Anything else is an error, and is left as it is.
+// roomForSocket makes room at path for a new socket, a held one (--listen)
+// or the control socket: nothing there, or a stale socket (a connect is
+// refused: nothing listens, as a guardrun killed hard leaves it), which it
+// removes. Anything else is an error and is left as it is: something that
+// is not a socket (a *notSocketError), a socket that answers (EADDRINUSE).
 func roomForSocket(path string) error {
 	var st unix.Stat_t
 	err := unix.Lstat(path, &st)
@@ -375,7 +385,7 @@ func roomForSocket(path string) error {
 	case err != nil:
 		return errnoError("lstat", err)
 	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
-		return fmt.Errorf("%s is there: %w", nodeKind(st.Mode), errNotSocket)
+		return &notSocketError{nodeKind(st.Mode)}
 	}
 	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
