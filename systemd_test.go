@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -134,20 +135,9 @@ func TestJournalGetsPrioritiesAndNoTimestamps(t *testing.T) {
 // sees 143 and systemd a clean stop, not a failed unit with exit 143.
 func TestStopEndsGuardrunByTheSameSignal(t *testing.T) {
 	testchild.RequireCgroup(t, cgroup.Discover().Version(), "")
-	sock, msgs := notifySocket(t)
-	exe, _ := os.Executable()
-	c := guardrunCmd(exe, []string{"--max", "64M", "--name", "stopsig"}, "sleep", "1h")
-	c.Env = append(c.Env, "NOTIFY_SOCKET="+sock)
-	var stderr strings.Builder
-	c.Stderr = &stderr
-	if err := c.Start(); err != nil {
-		t.Fatal(err)
-	}
-	expect(t, msgs, "READY=1")
+	c, stderr := startReady(t, "stopsig")
 	c.Process.Signal(syscall.SIGTERM)
-	c.Wait()
-	ws := c.ProcessState.Sys().(syscall.WaitStatus)
-	if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+	if ws := endOf(c); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
 		t.Fatalf("guardrun ended %v, want by SIGTERM:\n%s", c.ProcessState, stderr.String())
 	}
 	if !strings.Contains(stderr.String(), "guardrun: stopsig was stopped by signal 15 (SIGTERM), as asked") {
@@ -164,17 +154,8 @@ func TestStopEndsGuardrunByTheSameSignal(t *testing.T) {
 // two arrive is the kernel's and the scheduler's.
 func TestStopOfTheWholeGroupIsAStop(t *testing.T) {
 	testchild.RequireCgroup(t, cgroup.Discover().Version(), "")
-	exe, _ := os.Executable()
 	for i := range 30 {
-		sock, msgs := notifySocket(t)
-		c := guardrunCmd(exe, []string{"--max", "64M", "--name", "groupstop"}, "sleep", "1h")
-		c.Env = append(c.Env, "NOTIFY_SOCKET="+sock)
-		var stderr strings.Builder
-		c.Stderr = &stderr
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
-		}
-		expect(t, msgs, "READY=1")
+		c, stderr := startReady(t, "groupstop")
 		tree, err := proc.Tree(c.Process.Pid)
 		if err != nil {
 			t.Fatal(err)
@@ -182,10 +163,31 @@ func TestStopOfTheWholeGroupIsAStop(t *testing.T) {
 		for _, pid := range tree { // guardrun first, as systemd does
 			syscall.Kill(pid, syscall.SIGTERM)
 		}
-		c.Wait()
-		ws := c.ProcessState.Sys().(syscall.WaitStatus)
-		if !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		if ws := endOf(c); !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
 			t.Fatalf("stop %d: guardrun ended %v, want by SIGTERM:\n%s", i, c.ProcessState, stderr.String())
 		}
 	}
+}
+
+// startReady starts guardrun --max 64M over a sleeping child, as a unit of
+// Type=notify, and returns once it said READY=1.
+func startReady(t *testing.T, name string) (*exec.Cmd, *strings.Builder) {
+	t.Helper()
+	sock, msgs := notifySocket(t)
+	exe, _ := os.Executable()
+	c := guardrunCmd(exe, []string{"--max", "64M", "--name", name}, "sleep", "1h")
+	c.Env = append(c.Env, "NOTIFY_SOCKET="+sock)
+	stderr := new(strings.Builder)
+	c.Stderr = stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, msgs, "READY=1")
+	return c, stderr
+}
+
+// endOf waits for c and says how it ended.
+func endOf(c *exec.Cmd) syscall.WaitStatus {
+	c.Wait()
+	return c.ProcessState.Sys().(syscall.WaitStatus)
 }
