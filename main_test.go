@@ -358,3 +358,28 @@ func TestHelpDocumentsTheContract(t *testing.T) {
 		}
 	}
 }
+
+// willRun decides whether main catches the run's signals before it parses
+// the flags: only for a command after --, never for a subcommand, which
+// may live on (status --watch) and must die of a TERM.
+func TestWillRun(t *testing.T) {
+	app := newApp(io.Discard, io.Discard, new(int))
+	for _, tc := range []struct {
+		args string
+		want bool
+	}{
+		{"guardrun --max 2G -- npm run build", true},
+		{"guardrun -- true", true},
+		{"guardrun --config api.toml", false},
+		{"guardrun --max 2G --", false},
+		{"guardrun status --watch", false},
+		{"guardrun status -- api", false},
+		{"guardrun --help -- true", false},
+		{"guardrun --name status -- true", false}, // a value read as a name: only slower
+		{"guardrun", false},
+	} {
+		if got := willRun(app, strings.Fields(tc.args)); got != tc.want {
+			t.Errorf("willRun(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
