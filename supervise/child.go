@@ -361,8 +361,9 @@ func (c *child) supervise() {
 	}
 }
 
-// settleAfter bounds settle's wait for the SIGCHLD of the child's death:
-// it is on its way unless the signal channel overflowed and dropped it.
+// settleAfter bounds settle's wait: for the SIGCHLD of the child's death,
+// which is on its way unless the signal channel overflowed and dropped
+// it, and after a death by an unasked stop signal, for guardrun's own.
 const settleAfter = 100 * time.Millisecond
 
 // settle takes the stop a child's death may have overtaken. systemd stops
@@ -370,44 +371,60 @@ const settleAfter = 100 * time.Millisecond
 // unit at once, so the child can die of that TERM, and guardrun reap it,
 // before guardrun has read its own TERM: the death is still the stop
 // systemd asked for, not a child killed from outside (which would end
-// guardrun with a plain 143, a failed unit, or restart the child). A
-// signal the kernel delivered to guardrun before the child's SIGCHLD is
-// ahead of that SIGCHLD on the channel (the kernel hands out the lower
-// signal first, and Go's runtime keeps the order), so reading up to the
-// SIGCHLD finds it. chld: that SIGCHLD was the last thing read, and only
-// what is queued already is looked at.
+// guardrun with a plain 143, a failed unit, or restart the child).
+//
+// A signal the kernel handed guardrun before the child's SIGCHLD is
+// mostly ahead of that SIGCHLD on the channel (the kernel hands out the
+// lower signal first), so reading up to the SIGCHLD finds it; chld says
+// that SIGCHLD was the last thing read. But two of guardrun's threads
+// can take the two signals at once and hand them on in either order (1
+// in 30 in the TCG VM), so after a death by TERM or INT that nobody asked
+// guardrun for, settle waits up to settleAfter for guardrun's own: a
+// child killed from outside is told 100 ms later, a stop is told right.
 func (c *child) settle(chld bool) {
-	var timeout <-chan time.Time
-	if !chld {
-		t := time.NewTimer(settleAfter)
-		defer t.Stop()
-		timeout = t.C
+	if c.r.Asked {
+		return
 	}
+	st := c.r.Status
+	byStop := st.Signaled() && (st.Signal() == unix.SIGTERM || st.Signal() == unix.SIGINT || st.Signal() == stopSignal(c.cfg))
+	if chld && !byStop {
+		c.takeQueuedStop()
+		return
+	}
+	t := time.NewTimer(settleAfter)
+	defer t.Stop()
 	for {
-		var sig os.Signal
 		select {
-		case sig = <-c.sigs:
-		case <-timeout:
+		case sig := <-c.sigs:
+			switch sig {
+			case unix.SIGCHLD:
+				if !byStop {
+					return
+				}
+			case unix.SIGTERM, unix.SIGINT:
+				// The child is gone: nothing to signal, but the run ends
+				// as asked. Other signals have no child to go to.
+				c.r.Asked = true
+				return
+			}
+		case <-t.C:
 			return
-		default:
-			if chld {
-				return
-			}
-			select {
-			case sig = <-c.sigs:
-			case <-timeout:
-				return
-			}
 		}
-		switch sig {
-		case unix.SIGCHLD:
-			if !chld {
+	}
+}
+
+// takeQueuedStop takes a TERM or INT already on the signal channel as the
+// stop of a child that is gone.
+func (c *child) takeQueuedStop() {
+	for {
+		select {
+		case sig := <-c.sigs:
+			if sig == unix.SIGTERM || sig == unix.SIGINT {
+				c.r.Asked = true
 				return
 			}
-		case unix.SIGTERM, unix.SIGINT:
-			// The child is gone: nothing to signal, but the run ends as
-			// asked. Other signals have no child to go to.
-			c.r.Asked = true
+		default:
+			return
 		}
 	}
 }
