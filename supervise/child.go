@@ -382,7 +382,14 @@ const settleAfter = 100 * time.Millisecond
 // guardrun for, settle waits up to settleAfter for guardrun's own: a
 // child killed from outside is told 100 ms later, a stop is told right.
 func (c *child) settle(chld bool) {
-	if c.r.Asked {
+	switch {
+	case c.r.Asked:
+		return
+	case c.r.Reason != "" || c.r.Forced:
+		// guardrun stopped it itself (a memory, asked or scheduled
+		// restart) or killed the group: its death is told. A stop that
+		// came meanwhile is taken before a restart.
+		c.takeQueuedStop()
 		return
 	}
 	st := c.r.Status
