@@ -10,12 +10,11 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/observe"
 	"github.com/guardrun/guardrun/supervise"
 	"golang.org/x/sys/unix"
@@ -275,8 +274,8 @@ func peerOf(conn *net.UnixConn) (supervise.Peer, error) {
 		return supervise.Peer{}, credErr
 	}
 	p := supervise.Peer{Uid: cred.Uid, Pid: int(cred.Pid)}
-	if b, err := os.ReadFile("/proc/" + strconv.Itoa(p.Pid) + "/comm"); err == nil {
-		p.Command = strings.TrimSpace(string(b))
+	if st, err := proc.ReadStat(p.Pid); err == nil {
+		p.Command = st.Comm
 	}
 	return p, nil
 }

@@ -236,7 +236,7 @@ func BootTime() (time.Time, error) { return bootTime("/proc/stat") }
 
 func bootTime(path string) (time.Time, error) {
 	// The per-CPU and intr lines come first and grow with the machine:
-	// tens of KiB on a large one. readFile grows the buffer to fit.
+	// tens of KiB on a large one. ReadFile grows the buffer to fit.
 	var buf [8192]byte
 	b, err := ReadFile(path, buf[:])
 	if err != nil {
