@@ -152,6 +152,9 @@ func (g *noneGroup) sample() {
 //     kernel reparented to guardrun from the tree since the last sample,
 //     with their descendants: see adopted.
 //
+// A zombie is left out: it is dead and holds no memory, and it is in
+// its parent's children file only until the parent reaps it.
+//
 // A sample so costs the tree's own files (a stat each, and a children
 // file per thread, most of the cost) and guardrun's children files, flat
 // in the number of processes on the host (scripts/bench.d/none-scaling).
@@ -168,7 +171,7 @@ func scanTree(known map[int]uint64, child int, adopt bool, session int) map[int]
 			if _, seen := procs[pid]; seen {
 				continue // root, or walked from another root
 			}
-			if p, err := proc.ReadStat(pid); err == nil {
+			if p, err := proc.ReadStat(pid); err == nil && p.State != 'Z' {
 				procs[pid] = p
 			}
 		}
@@ -177,7 +180,7 @@ func scanTree(known map[int]uint64, child int, adopt bool, session int) map[int]
 		if _, seen := procs[pid]; seen {
 			return
 		}
-		if p, err := proc.ReadStat(pid); err == nil && p.StartTime == start {
+		if p, err := proc.ReadStat(pid); err == nil && p.StartTime == start && p.State != 'Z' {
 			walk(p)
 		}
 	}
@@ -198,7 +201,7 @@ func scanTree(known map[int]uint64, child int, adopt bool, session int) map[int]
 		if _, seen := procs[pid]; seen {
 			continue
 		}
-		if p, err := proc.ReadStat(pid); err == nil && adopted(p, self, child, session) {
+		if p, err := proc.ReadStat(pid); err == nil && p.State != 'Z' && adopted(p, self, child, session) {
 			walk(p)
 		}
 	}

@@ -104,6 +104,38 @@ func TestScanTreeDropsReusedPid(t *testing.T) {
 	}
 }
 
+// A zombie in the tree (a child its parent has not reaped) is dead and
+// holds no memory: the scan leaves it out. Here sh starts true in the
+// background and execs sleep, which never reaps it.
+func TestScanTreeLeavesOutZombies(t *testing.T) {
+	c := exec.Command("sh", "-c", "true & exec sleep 3600")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Wait()
+	defer c.Process.Kill()
+	pid := c.Process.Pid
+	for i := 0; ; i++ {
+		kids, _ := proc.Children(pid)
+		if len(kids) == 1 {
+			if st, err := proc.ReadStat(kids[0]); err == nil && st.State == 'Z' {
+				break
+			}
+		}
+		if i == 500 {
+			t.Fatalf("no zombie under %d within 5s (children %v)", pid, kids)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := scanTree(map[int]uint64{pid: st.StartTime}, pid, false, 0); len(got) != 1 {
+		t.Fatalf("scanTree = %v, want the sleeper %d alone", keys(got), pid)
+	}
+}
+
 func TestAdopted(t *testing.T) {
 	const self, child, session = 100, 200, 50
 	for _, tc := range []struct {
