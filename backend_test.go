@@ -221,7 +221,7 @@ func exeForAll(t *testing.T) (dir, exe string) {
 	return dir, exe
 }
 
-func copyFile(t *testing.T, from, to string) {
+func copyFile(t testing.TB, from, to string) {
 	t.Helper()
 	in, err := os.Open(from)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,21 +58,7 @@ const containerCeiling = 128 << 20
 // restarted, and one notification reaches the receiver. runc's cgroupfs
 // driver runs on the host's v1 hierarchy and on the VM's v2 alike.
 func TestContainerReadOnlyCgroupfs(t *testing.T) {
-	h := cgroup.Discover()
-	testchild.RequireCgroup(t, h.Version(), "")
-	runc := requireRunc(t)
-	if h.Version() == "v2" && unix.Access(h.V2, unix.W_OK) != nil {
-		skipOrFail(t, "needs a writable cgroup2 at "+h.V2+" for runc to make the container's group")
-	}
-
-	bundle := t.TempDir()
-	rootfs := filepath.Join(bundle, "rootfs")
-	for _, d := range []string{"proc", "sys", "dev", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	staticSelf(t, filepath.Join(rootfs, "guardrun"))
+	h, runc, bundle := containerBundle(t)
 
 	var mu sync.Mutex
 	var got []string
@@ -107,7 +94,7 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 
 	// The kill as the kernel counts it, read from outside the container:
 	// the same counter guardrun reads inside.
-	killedAt := make(chan time.Time, 1)
+	killedAt := make(chan time.Time, 2)
 	stop := make(chan struct{})
 	defer close(stop)
 	go watchOOMCounter(h, id, killedAt, stop)
@@ -189,6 +176,95 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 	}
 }
 
+// BenchmarkContainerOOMKill: b.N OOM kills of guardrun's child inside a
+// runc container set up as in TestContainerReadOnlyCgroupfs (read-only
+// cgroupfs, a 128 MiB limit), restarted each time: how long after the
+// kernel counted each kill (the container's oom_kill counter, read from
+// outside every millisecond) guardrun's oom_kill line came. It reports
+// the median and the largest (ms-median, ms-max). scripts/vmbench runs it
+// on v2 in the VM and on the host:
+//
+//	go test -run '^$' -bench '^BenchmarkContainerOOMKill$' -benchtime 20x .
+func BenchmarkContainerOOMKill(b *testing.B) {
+	h, runc, bundle := containerBundle(b)
+	id := fmt.Sprintf("grtest-ctrbench-%d", os.Getpid())
+	args := []string{"/guardrun", "--name", "leaky", "--restart", "always", "--max-restarts", "0",
+		"--backoff-min", "1ms", "--backoff-max", "1ms", "--", "/guardrun", "-test.run=^$", "--", "leak", "16"}
+	writeSpec(b, runc, bundle, "/"+id, args, []string{"PATH=/", "HOME=/tmp", "TMPDIR=/tmp", asGuardrun + "=1", testchild.Env + "=1"})
+	cmd := runcRun(runc, bundle, id)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	killedAt := make(chan time.Time, b.N+1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go watchOOMCounter(h, id, killedAt, stop)
+	b.ResetTimer()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		exec.Command(runc, "--root", filepath.Join(bundle, "state"), "delete", "--force", id).Run()
+	})
+	var lines []time.Time
+	var tail []string
+	sc := bufio.NewScanner(stderr)
+	for sc.Scan() {
+		if len(tail) == 8 {
+			tail = tail[1:]
+		}
+		tail = append(tail, sc.Text())
+		if strings.Contains(sc.Text(), "msg=oom_kill run=leaky") {
+			lines = append(lines, time.Now())
+			if len(lines) == b.N {
+				exec.Command(runc, "--root", filepath.Join(bundle, "state"), "kill", id, "TERM").Run()
+			}
+		}
+	}
+	cmd.Wait()
+	b.StopTimer()
+	if len(lines) < b.N {
+		b.Fatalf("%d oom_kill lines, want %d; guardrun's last lines:\n%s", len(lines), b.N, strings.Join(tail, "\n"))
+	}
+	var d []float64
+	for i := range lines {
+		select {
+		case at := <-killedAt:
+			d = append(d, float64(lines[i].Sub(at))/1e6)
+		default:
+			b.Fatalf("the container's oom_kill counter rose %d times, seen from outside; guardrun named %d", i, len(lines))
+		}
+	}
+	sorted := slices.Clone(d)
+	slices.Sort(sorted)
+	b.ReportMetric(sorted[len(sorted)/2], "ms-median")
+	b.ReportMetric(sorted[len(sorted)-1], "ms-max")
+	b.Logf("the kernel's OOM kill (seen outside) to guardrun's oom_kill line, %d kills, ms in order: %.1f", len(d), d)
+}
+
+// containerBundle makes a runc bundle whose root holds this test binary,
+// static, as /guardrun, the container's only program: guardrun, and its
+// child.
+func containerBundle(t testing.TB) (h cgroup.Hierarchy, runc, bundle string) {
+	t.Helper()
+	h = cgroup.Discover()
+	testchild.RequireCgroup(t, h.Version(), "")
+	runc = requireRunc(t)
+	if h.Version() == "v2" && unix.Access(h.V2, unix.W_OK) != nil {
+		skipOrFail(t, "needs a writable cgroup2 at "+h.V2+" for runc to make the container's group")
+	}
+	bundle = t.TempDir()
+	rootfs := filepath.Join(bundle, "rootfs")
+	for _, d := range []string{"proc", "sys", "dev", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	staticSelf(t, filepath.Join(rootfs, "guardrun"))
+	return h, runc, bundle
+}
+
 // runcRun runs the bundle's container as id. runc's own state goes with
 // the test; pivot_root cannot leave an initramfs (the VM's /), so there
 // the container's root is entered with --no-pivot.
@@ -203,7 +279,7 @@ func runcRun(runc, bundle, id string) *exec.Cmd {
 
 // requireRunc finds runc: scripts/test installs it, scripts/vmtest packs
 // the host's, and says when it had none to pack (GUARDRUN_TEST_RUNC).
-func requireRunc(t *testing.T) string {
+func requireRunc(t testing.TB) string {
 	t.Helper()
 	if p, err := exec.LookPath("runc"); err == nil {
 		return p
@@ -220,7 +296,7 @@ func requireRunc(t *testing.T) string {
 	return ""
 }
 
-func skipOrFail(t *testing.T, why string) {
+func skipOrFail(t testing.TB, why string) {
 	t.Helper()
 	if os.Getenv("GUARDRUN_TEST_REQUIRE") == "1" {
 		t.Fatalf("%s, and GUARDRUN_TEST_REQUIRE=1 forbids skipping", why)
@@ -232,7 +308,7 @@ func skipOrFail(t *testing.T, why string) {
 // the container's only program: guardrun, and its child. The VM's test
 // binaries are static (CGO_ENABLED=0); one built with -race is not, and
 // is built again without it.
-func staticSelf(t *testing.T, path string) {
+func staticSelf(t testing.TB, path string) {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -265,7 +341,7 @@ func staticSelf(t *testing.T, path string) {
 // writeSpec writes the bundle's config.json: runc spec's default (its
 // /sys/fs/cgroup mount is read-only) with args, env, a cgroup namespace,
 // no network namespace, and the container's memory limit.
-func writeSpec(t *testing.T, runc, bundle, cgroupsPath string, args, env []string) {
+func writeSpec(t testing.TB, runc, bundle, cgroupsPath string, args, env []string) {
 	t.Helper()
 	file := filepath.Join(bundle, "config.json")
 	os.Remove(file) // runc spec will not write over one
@@ -324,9 +400,10 @@ func onRamfs(dir string) bool {
 	return unix.Statfs(dir, &st) == nil && (st.Type == unix.RAMFS_MAGIC || st.Type == unix.TMPFS_MAGIC)
 }
 
-// watchOOMCounter sends the time the container's oom_kill counter first
-// reads above 0 (v2 memory.events, v1 memory.oom_control), read from the
-// host's side every millisecond: a reference clock for guardrun's line.
+// watchOOMCounter sends the time of each rise of the container's oom_kill
+// counter (v2 memory.events, v1 memory.oom_control), read from the host's
+// side every millisecond: a reference clock for guardrun's lines. It
+// stops when at is full.
 func watchOOMCounter(h cgroup.Hierarchy, id string, at chan<- time.Time, stop <-chan struct{}) {
 	file := filepath.Join(h.V2, id, "memory.events")
 	if h.Version() == "v1" {
@@ -334,6 +411,7 @@ func watchOOMCounter(h cgroup.Hierarchy, id string, at chan<- time.Time, stop <-
 	}
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
+	seen := 0
 	for {
 		select {
 		case <-stop:
@@ -345,9 +423,16 @@ func watchOOMCounter(h cgroup.Hierarchy, id string, at chan<- time.Time, stop <-
 			continue // not made yet, or gone
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "oom_kill "); ok && v != "0" {
-				at <- time.Now()
-				return
+			v, ok := strings.CutPrefix(line, "oom_kill ")
+			if n, err := strconv.Atoi(v); ok && err == nil && n > seen {
+				now := time.Now()
+				for ; seen < n; seen++ {
+					select {
+					case at <- now:
+					default:
+						return
+					}
+				}
 			}
 		}
 	}
