@@ -77,6 +77,7 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 		"PATH=/", "HOME=/tmp", "TMPDIR=/tmp", asGuardrun + "=1", leakOnce + "=/tmp/leaked",
 	})
 
+	kills := kernelOOMKills(t)
 	cmd := runcRun(runc, bundle, id)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -113,7 +114,7 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 	out := log.String()
 	t.Logf("runc run took %v; guardrun's log:\n%s\nstdout:\n%s", time.Since(start).Round(time.Millisecond), out, stdout.String())
 	if err != nil {
-		t.Fatalf("runc run: %v (guardrun's restarted child exits 0)", err)
+		t.Fatalf("runc run: %v (guardrun's restarted child exits 0); the kernel's OOM kills since the container started:\n%s", err, kills())
 	}
 
 	for _, want := range []string{
@@ -241,6 +242,37 @@ func BenchmarkContainerOOMKill(b *testing.B) {
 	b.ReportMetric(sorted[len(sorted)/2], "ms-median")
 	b.ReportMetric(sorted[len(sorted)-1], "ms-max")
 	b.Logf("the kernel's OOM kill (seen outside) to guardrun's oom_kill line, %d kills, ms in order: %.1f", len(d), d)
+}
+
+// kernelOOMKills returns a func that gives the kernel's lines about OOM
+// kills logged since kernelOOMKills was called (from /dev/kmsg), to say
+// which process the kernel chose when a test sees one die; "" if the log
+// cannot be read.
+func kernelOOMKills(t testing.TB) func() string {
+	fd, err := unix.Open("/dev/kmsg", unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return func() string { return "(/dev/kmsg: " + err.Error() + ")" }
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	unix.Seek(fd, 0, io.SeekEnd)
+	return func() string {
+		var b strings.Builder
+		buf := make([]byte, 8192)
+		for {
+			n, err := unix.Read(fd, buf)
+			if err == unix.EPIPE {
+				continue // records overwritten before this read: skip on
+			}
+			if err != nil || n <= 0 {
+				break
+			}
+			rec := string(buf[:n])
+			if _, msg, ok := strings.Cut(rec, ";"); ok && (strings.Contains(msg, "Killed process") || strings.Contains(msg, "oom-kill:")) {
+				b.WriteString(strings.TrimSpace(msg) + "\n")
+			}
+		}
+		return b.String()
+	}
 }
 
 // containerBundle makes a runc bundle whose root holds this test binary,
