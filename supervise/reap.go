@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"sync"
 
+	"github.com/guardrun/guardrun/cgroup"
 	"golang.org/x/sys/unix"
 )
 
@@ -36,6 +37,14 @@ func StartHelper(cmd *exec.Cmd) (wait func() (unix.WaitStatus, error), err error
 		helpers.done[cmd.Process.Pid] = ch
 	}
 	helpers.Unlock()
+	if err == nil {
+		// It inherited guardrun's oom_score_adj, which may be the -1000
+		// guardrun gave itself in the container's group.
+		if err = cgroup.RestoreOOMScore(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			go cmd.Wait() // or the reaper's, as for any helper
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -451,3 +451,25 @@ func pathError(op, path string, err error) error {
 	}
 	return &fs.PathError{Op: op, Path: path, Err: err}
 }
+
+// OOMScoreAdj reads /proc/PID/oom_score_adj (-1000 to 1000).
+func OOMScoreAdj(pid int) (int, error) {
+	path := pidPath(pid, "oom_score_adj")
+	var buf [16]byte
+	b, err := ReadFile(path, buf[:])
+	if err != nil {
+		return 0, err
+	}
+	v, err := strconv.Atoi(string(bytes.TrimSpace(b)))
+	if err != nil {
+		return 0, fmt.Errorf("parse %s: %w", path, err)
+	}
+	return v, nil
+}
+
+// SetOOMScoreAdj writes /proc/PID/oom_score_adj. Lowering a score below
+// the lowest one a privileged process set takes CAP_SYS_RESOURCE;
+// raising it does not.
+func SetOOMScoreAdj(pid, v int) error {
+	return WriteFile(pidPath(pid, "oom_score_adj"), strconv.AppendInt(nil, int64(v), 10))
+}
