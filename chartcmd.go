@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/guardrun/guardrun/observe"
+	"github.com/guardrun/guardrun/supervise"
 )
 
 const chartHelper = "guardrun-chart"
@@ -65,7 +66,15 @@ func drawChart(path string, rep *observe.Report) error {
 	cmd.Stderr = io.MultiWriter(os.Stderr, &limited{&said, 4 << 10})
 	// A grandchild left holding the stderr pipe must not hold guardrun.
 	cmd.WaitDelay = time.Second
-	err = cmd.Run()
+	// A helper as the hooks are: as an init guardrun reaps every child,
+	// and the chart must get guardrun's own oom_score_adj back.
+	wait, err := supervise.StartHelper(cmd)
+	if err == nil {
+		st, werr := wait()
+		if err = werr; err == nil {
+			err = supervise.StatusError(st)
+		}
+	}
 	switch {
 	case err == nil:
 		return nil

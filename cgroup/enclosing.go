@@ -3,6 +3,7 @@ package cgroup
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -352,7 +353,11 @@ func RestoreOOMScore(pid int) error {
 	if !on {
 		return nil
 	}
-	if err := proc.SetOOMScoreAdj(pid, orig); err != nil {
+	err := proc.SetOOMScoreAdj(pid, orig)
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+		return nil // it has exited already, and was reaped or is being
+	}
+	if err != nil {
 		return fmt.Errorf("give process %d back its oom_score_adj %d: %w", pid, orig, err)
 	}
 	return nil

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/guardrun/guardrun/internal/proc"
 	"github.com/guardrun/guardrun/internal/testchild"
 	"golang.org/x/sys/unix"
 )
@@ -313,5 +314,42 @@ func TestCannotWrite(t *testing.T) {
 		if got := cannotWrite(c.err); got != c.want {
 			t.Errorf("cannotWrite(%v) = %v, want %v", c.err, got, c.want)
 		}
+	}
+}
+
+// RestoreOOMScore gives a started process the score guardrun had before
+// shield, and a process that is already gone is no error. The score is
+// raised here, which takes no capability; shield itself needs
+// CAP_SYS_RESOURCE and is run by TestContainerReadOnlyCgroupfs in the VM.
+func TestRestoreOOMScore(t *testing.T) {
+	shielded.Lock()
+	on, orig := shielded.on, shielded.orig
+	shielded.on, shielded.orig = true, 500
+	shielded.Unlock()
+	defer func() {
+		shielded.Lock()
+		shielded.on, shielded.orig = on, orig
+		shielded.Unlock()
+	}()
+
+	c := exec.Command("sleep", "60")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Wait()
+	defer c.Process.Kill()
+	if err := RestoreOOMScore(c.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := proc.OOMScoreAdj(c.Process.Pid); err != nil || got != 500 {
+		t.Fatalf("oom_score_adj = %d, %v; want 500", got, err)
+	}
+
+	gone := exec.Command("true")
+	if err := gone.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if err := RestoreOOMScore(gone.Process.Pid); err != nil {
+		t.Fatalf("a reaped process: %v, want nil", err)
 	}
 }

@@ -323,10 +323,8 @@ func (s *execSink) Send(ctx context.Context, n Notification) error {
 		return nil
 	case killed:
 		return fmt.Errorf("killed with its process group: %w", ctx.Err())
-	case st.Signaled():
-		return fmt.Errorf("killed by %s", unix.SignalName(st.Signal()))
 	}
-	return fmt.Errorf("exit status %d", st.ExitStatus())
+	return supervise.StatusError(st)
 }
 
 // secretWords mark a command-line flag whose value is likely a secret.

@@ -2,6 +2,7 @@ package supervise
 
 import (
 	"errors"
+	"fmt"
 	"os/exec"
 	"sync"
 
@@ -32,24 +33,21 @@ func StartHelper(cmd *exec.Cmd) (wait func() (unix.WaitStatus, error), err error
 	helpers.Lock()
 	err = cmd.Start()
 	var ch chan unix.WaitStatus
+	var restoreErr error
 	if err == nil {
 		ch = make(chan unix.WaitStatus, 1)
 		helpers.done[cmd.Process.Pid] = ch
+		// It inherited guardrun's oom_score_adj, which may be the -1000
+		// guardrun gave itself in the container's group. Under the lock
+		// the reaper cannot take it meanwhile: it is alive or a zombie.
+		restoreErr = cgroup.RestoreOOMScore(cmd.Process.Pid)
 	}
 	helpers.Unlock()
-	if err == nil {
-		// It inherited guardrun's oom_score_adj, which may be the -1000
-		// guardrun gave itself in the container's group.
-		if err = cgroup.RestoreOOMScore(cmd.Process.Pid); err != nil {
-			cmd.Process.Kill()
-			go cmd.Wait() // or the reaper's, as for any helper
-		}
-	}
 	if err != nil {
 		return nil, err
 	}
 	pid := cmd.Process.Pid
-	return func() (unix.WaitStatus, error) {
+	wait = func() (unix.WaitStatus, error) {
 		// Wait for the exit without reaping (WNOWAIT), then reap under
 		// the lock: while it is a zombie its pid cannot be handed to
 		// another process, so the table never names the wrong one.
@@ -81,7 +79,24 @@ func StartHelper(cmd *exec.Cmd) (wait func() (unix.WaitStatus, error), err error
 		// (and reports ECHILD, which is expected here).
 		cmd.Wait()
 		return st, err
-	}, nil
+	}
+	if restoreErr != nil {
+		cmd.Process.Kill()
+		wait()
+		return nil, restoreErr
+	}
+	return wait, nil
+}
+
+// StatusError says how a helper ended, nil when it exited 0.
+func StatusError(st unix.WaitStatus) error {
+	switch {
+	case st.Exited() && st.ExitStatus() == 0:
+		return nil
+	case st.Signaled():
+		return fmt.Errorf("killed by %s", unix.SignalName(st.Signal()))
+	}
+	return fmt.Errorf("exit status %d", st.ExitStatus())
 }
 
 // reap collects exited children without blocking and reports the child's
