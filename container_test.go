@@ -156,7 +156,7 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 	}
 	for _, want := range []string{
 		"msg=\"observing the container's own group (read-only cgroupfs): ceiling = the container's " + map[string]string{"v2": "memory.max", "v1": "memory.limit_in_bytes"}[h.Version()] + " (128 MiB)",
-		"run=leaky path=/sys/fs/cgroup why=",
+		"run=leaky path=/sys/fs/cgroup",
 		"msg=started run=leaky pid=",
 		"backend=" + h.Version() + " cgroup=/sys/fs/cgroup",
 		"ceiling=" + strconv.Itoa(containerCeiling),
