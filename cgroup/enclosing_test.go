@@ -345,7 +345,7 @@ func TestRestoreOOMScore(t *testing.T) {
 		t.Fatalf("oom_score_adj = %d, %v; want 500", got, err)
 	}
 
-	gone := exec.Command("true")
+	gone := exec.Command("sh", "-c", "exit 0") // the VM has no true
 	if err := gone.Run(); err != nil {
 		t.Fatal(err)
 	}
