@@ -292,8 +292,10 @@ func (g *enclosingGroup) Start(cmd *exec.Cmd) error {
 	}
 	g.started = true
 	if err := RestoreOOMScore(cmd.Process.Pid); err != nil {
+		// As the other starts abandon a child: killed and reaped.
 		cmd.Process.Kill()
-		return err
+		cmd.Wait()
+		return fmt.Errorf("%v; %s was not started", err, cmd.Path)
 	}
 	return nil
 }
