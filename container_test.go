@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -171,6 +172,14 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 		if !strings.Contains(out+stdout.String(), want) {
 			t.Errorf("guardrun's output lacks %q", want)
 		}
+	}
+	// The container has no /dev/kmsg: the kill is named the child's own
+	// because the child is dying of a SIGKILL guardrun did not send, not
+	// because the kernel's log said so.
+	if m := regexp.MustCompile(`msg=started run=leaky pid=(\d+)`).FindStringSubmatch(out); m == nil {
+		t.Error("no started line with a pid")
+	} else if !regexp.MustCompile(`msg=oom_kill run=leaky .*victim_pid=` + m[1] + ` `).MatchString(out) {
+		t.Errorf("the oom_kill line does not name the child, pid %s, as the victim", m[1])
 	}
 	if n := strings.Count(out, "msg=started run=leaky"); n != 2 {
 		t.Errorf("%d starts, want 2: the leak and its restart", n)

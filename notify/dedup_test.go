@@ -13,8 +13,9 @@ var t0 = time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC)
 
 func at(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 
+// oom is the main child's OOM kill, as the kernel's line names it.
 func oom(run string, restarts int) supervise.Event {
-	return supervise.Event{Kind: supervise.OOMKill, Run: run, Ceiling: 512 << 20, Peak: 512 << 20, Restarts: restarts, Killer: "the kernel OOM killer"}
+	return supervise.Event{Kind: supervise.OOMKill, Run: run, Pid: 42, Victim: &cgroup.Proc{Pid: 42, Command: "node"}, Ceiling: 512 << 20, Peak: 512 << 20, Restarts: restarts, Killer: "the kernel OOM killer"}
 }
 
 func oomStarted(run string) supervise.Event {
@@ -303,7 +304,7 @@ func TestMessages(t *testing.T) {
 		{"oom_kill of the main child", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Victim: main, Ceiling: 128 << 20, Peak: 128 << 20, Killer: "the kernel OOM killer"},
 			"api was killed by the kernel OOM killer at its 128 MiB ceiling (peak 128 MiB)"},
 		{"oom_kill, no kernel line", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 4242, Ceiling: 128 << 20, Peak: 128 << 20, Killer: "the kernel OOM killer"},
-			"api was killed by the kernel OOM killer at its 128 MiB ceiling (peak 128 MiB)"},
+			"api: the kernel OOM killer killed a process in its group at its 128 MiB ceiling (peak 128 MiB); the kernel's log did not name it"},
 		{"oom_kill of a worker without a command", supervise.Event{Kind: supervise.OOMKill, Run: "api", Pid: 1, Victim: &cgroup.Proc{Pid: 7}, Ceiling: 64 << 20},
 			"api: the kernel OOM killer killed worker pid 7 at the 64 MiB ceiling; the service runs on"},
 		{"heap_oom", heapOOM("api", 0), "api ran out of its 192 MiB JavaScript heap (node, pid 4242) at processRequest (/srv/app.js:12:5)"},

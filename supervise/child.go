@@ -211,6 +211,7 @@ type child struct {
 	sampler     *sampler         // nil: nothing asked for a diagnosis
 	samples     <-chan time.Time // its ticker
 	oomSeen     uint64           // OOM kills in the group told so far
+	seen        []int            // the group's processes at the last sample: an unnamed kill's candidates
 	kmsgSince   uint64           // kmsg records before this are told or older than the child
 	heapSeen    map[string]bool  // runtime reports already told
 	detailAt    time.Time        // the last sample with memory.stat and processes
@@ -270,6 +271,7 @@ func (c *child) sampleOf(now time.Time, st cgroup.Stats, full bool) {
 	// A kill no notice told (no live watch, or a coalesced one) is told
 	// now; the sample goes on, since the service may well run on.
 	killed := c.oomKills(st, false)
+	c.seen = pids // after: a kill since the last sample is of one seen there
 	c.em.emit(Event{Kind: Sampled, Time: now, Pid: c.p.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Peak: st.Peak, Ceiling: st.Ceiling, Restarts: c.restarts})
 	c.leakCheck(now, st)
 	c.heapDeaths()

@@ -136,8 +136,10 @@ type Event struct {
 	// stop that was asked for is never an incident.
 	Asked bool
 	// Victim is the process the kernel's OOM killer killed (oom_kill), as
-	// the kernel's "Killed process" line names it; nil when the line was
-	// not readable (no /dev/kmsg).
+	// the kernel's "Killed process" line names it, or the main child when
+	// it died of the kill; nil when nothing tells which process it was
+	// (no /dev/kmsg, or the kernel's summary rate-limited and the process
+	// one no sample saw).
 	Victim *cgroup.Proc
 	// HeapSizing says how the heap hint was sized (started), e.g. "75% of
 	// the 256 MiB ceiling".

@@ -1,7 +1,12 @@
 package supervise
 
 import (
+	"path/filepath"
+	"time"
+
 	"github.com/guardrun/guardrun/cgroup"
+	"github.com/guardrun/guardrun/internal/proc"
+	"golang.org/x/sys/unix"
 )
 
 // oomKills tells the OOM kills in the group that are not told yet, one
@@ -15,7 +20,7 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 	}
 	n := int(st.OOMKills - c.oomSeen)
 	c.oomSeen = st.OOMKills
-	pids := []int{c.r.Pid}
+	pids := append([]int{c.r.Pid}, c.seen...)
 	if c.sampler != nil {
 		for _, p := range c.sampler.top {
 			pids = append(pids, p.Pid)
@@ -29,13 +34,16 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 		diag := c.diagnosis()
 		e := Event{Kind: OOMKill, Pid: c.r.Pid, Usage: st.Current, WorkingSet: st.WorkingSet, Cache: st.Cache, Ceiling: st.Ceiling, Peak: st.Peak,
 			Restarts: c.restarts, Killer: c.r.oomWho(), Diagnosis: diag}
-		if i < len(recs) {
+		switch {
+		case i < len(recs):
 			v := recs[i].victim
 			e.Victim = &v
 			if diag != nil {
 				diag.OOMReport = recs[i].line
 			}
 			c.kmsgSince = recs[i].usec + 1
+		case i == n-1 && c.mainKilled(exiting, recs):
+			e.Victim = c.mainVictim()
 		}
 		if exiting {
 			// After the exit the group's figures are what was left: the
@@ -46,6 +54,55 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 		c.em.emit(e)
 	}
 	return true
+}
+
+// mainKilled says whether a kill the kernel's log did not name (no
+// /dev/kmsg in a container; its summary rate-limited and the victim not
+// one guardrun's samples saw) was of the main child, or of a worker no
+// one can name: a wrong "api was killed" for a worker's death is the
+// verdict that makes an operator distrust the rest. The main child was
+// the victim when it died of it (the exit's cause), when guardrun's own
+// sampler killed (the none backend kills the whole tree), or when it is
+// dying now of a SIGKILL guardrun did not send: pending, or its exit
+// status already (a child that merely exits is no victim). The kernel
+// counts the kill a moment before it sends the signal, so a child found
+// alive is looked at twice more, 2 ms apart; one alive then was not the
+// victim, and the kill stays unnamed, which is never wrong.
+func (c *child) mainKilled(exiting bool, recs []oomRecord) bool {
+	for _, r := range recs {
+		if r.victim.Pid == c.r.Pid {
+			return false
+		}
+	}
+	switch {
+	case exiting:
+		return c.r.Cause == CauseOOMKill
+	case c.r.Backend == "none":
+		return true
+	case c.busy():
+		return false // guardrun is stopping it: its death says nothing
+	}
+	for try := 0; ; try++ {
+		if st, err := proc.ReadStat(c.r.Pid); err == nil && st.KilledBy(unix.SIGKILL) {
+			return true
+		}
+		if s, err := proc.ReadStatus(c.r.Pid); err == nil && s.Pending(unix.SIGKILL) {
+			return true
+		}
+		if try == 2 {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond) // the moment between the count and the signal
+	}
+}
+
+// mainVictim is the main child as a victim: its comm while /proc has it.
+func (c *child) mainVictim() *cgroup.Proc {
+	v := &cgroup.Proc{Pid: c.r.Pid, Command: filepath.Base(c.cfg.Command[0])}
+	if st, err := proc.ReadStat(c.r.Pid); err == nil {
+		v.Command = st.Comm
+	}
+	return v
 }
 
 // heapDeaths tells the heap deaths the runtime's reports show that are

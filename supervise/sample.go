@@ -70,10 +70,10 @@ type oomRecord struct {
 // Then a "Killed process" line for one of pids (the child and the
 // processes of the last sample) is taken.
 //
-// The kernel counts the kill in memory.events (and wakes guardrun) before
-// it prints the line, and after it sends SIGKILL, racing the victim's
-// death on another CPU: so it looks again, briefly, until want records
-// are there.
+// The kernel counts the kill in memory.events (and wakes guardrun) a
+// moment before it sends SIGKILL and prints the line ("Raise event before
+// sending signal", __oom_kill_process), racing guardrun on another CPU:
+// so it looks again, briefly, until want records are there.
 func oomRecords(name string, since uint64, pids []int, want int) []oomRecord {
 	var recs []oomRecord
 	for range 10 {

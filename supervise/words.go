@@ -239,7 +239,8 @@ func heapWords(rt *RuntimeReport, setting string) string {
 // oomSentence says who the kernel killed. Since the kernel tells each kill
 // while the child lives, the victim may be a worker of a service that
 // goes on (Event.Pid is the main child): that is news of its own, and
-// "was killed" would say the service died when it did not.
+// "was killed" would say the service died when it did not. A victim no
+// one named is said as such.
 func oomSentence(e Event) string {
 	killer := e.Killer
 	if killer == "" {
@@ -255,6 +256,11 @@ func oomSentence(e Event) string {
 			at = " at the " + cgroup.FormatSize(e.Ceiling) + " ceiling"
 		}
 		return fmt.Sprintf("%s: %s killed %s%s; the service runs on", e.Run, killer, who, at)
+	}
+	if e.Victim == nil {
+		// Which process is not known: "api was killed" would be a
+		// guess, and wrong for a worker of a service that runs on.
+		return fmt.Sprintf("%s: %s killed a process in its group at its %s ceiling (peak %s); the kernel's log did not name it", e.Run, killer, cgroup.FormatSize(e.Ceiling), cgroup.FormatSize(e.Peak))
 	}
 	return fmt.Sprintf("%s was killed by %s at its %s ceiling (peak %s)", e.Run, killer, cgroup.FormatSize(e.Ceiling), cgroup.FormatSize(e.Peak))
 }

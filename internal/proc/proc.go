@@ -39,6 +39,7 @@ type Stat struct {
 	StartTime     uint64 // clock ticks since boot (field 22)
 	VSize         uint64 // bytes
 	RSS           uint64 // bytes (field 24 pages * page size)
+	ExitCode      int    // field 52, where the kernel has it: see KilledBy
 }
 
 // statMax bounds a stat line: 52 fields of at most 20 digits, and a comm
@@ -75,8 +76,11 @@ func parseStat(b []byte, page uint64) (Stat, error) {
 	s := Stat{Pid: int(pid), Comm: string(b[open+1 : shut])}
 	rest := b[shut+1:]
 	var f []byte
-	for n := 3; n <= 24; n++ {
+	for n := 3; n <= 52; n++ {
 		if f, rest = field(rest); f == nil {
+			if n > 24 {
+				break // an older kernel's line: the rest are not there
+			}
 			return Stat{}, fmt.Errorf("%d fields, want at least 24", n-1)
 		}
 		if n == 3 {
@@ -103,6 +107,8 @@ func parseStat(b []byte, page uint64) (Stat, error) {
 			s.VSize = v
 		case 24:
 			s.RSS = v * page
+		case 52:
+			s.ExitCode = int(v)
 		default:
 			continue // a field not read, some of which may be negative
 		}
@@ -112,6 +118,12 @@ func parseStat(b []byte, page uint64) (Stat, error) {
 	}
 	return s, nil
 }
+
+// KilledBy reports whether the process is dying of signal sig, or died of
+// it and is not reaped yet: its exit status, in wait(2)'s form, is the
+// signal's (field 52, from Linux 3.5; 0 while the process lives, and to a
+// reader the kernel does not let trace it).
+func (s Stat) KilledBy(sig unix.Signal) bool { return sig > 0 && s.ExitCode&0x7f == int(sig) }
 
 // Children are the pids whose parent is pid, from
 // /proc/PID/task/*/children (CONFIG_PROC_CHILDREN). A child is listed
@@ -176,12 +188,22 @@ func Tree(pid int) ([]int, error) {
 type Status struct {
 	VmRSS, RssAnon, RssFile, RssShmem uint64
 	// SigCgt is the mask of the signals the process catches, bit N-1 for
-	// signal N (proc(5)).
-	SigCgt uint64
+	// signal N (proc(5)); SigPnd and ShdPnd those pending for its main
+	// thread and for the whole process.
+	SigCgt, SigPnd, ShdPnd uint64
 }
 
 // Catches reports whether the process has a handler for signal sig.
-func (s Status) Catches(sig unix.Signal) bool { return sig > 0 && s.SigCgt&(1<<(uint(sig)-1)) != 0 }
+func (s Status) Catches(sig unix.Signal) bool { return hasSignal(s.SigCgt, sig) }
+
+// Pending reports whether signal sig is sent to the process and not yet
+// taken: a SIGKILL the kernel sent is pending until the process is on its
+// way out (Stat.Exiting).
+func (s Status) Pending(sig unix.Signal) bool {
+	return hasSignal(s.SigPnd, sig) || hasSignal(s.ShdPnd, sig)
+}
+
+func hasSignal(mask uint64, sig unix.Signal) bool { return sig > 0 && mask&(1<<(uint(sig)-1)) != 0 }
 
 // ReadStatus reads /proc/PID/status.
 func ReadStatus(pid int) (Status, error) {
@@ -191,14 +213,22 @@ func ReadStatus(pid int) (Status, error) {
 		[]string{"VmRSS", "RssAnon", "RssFile", "RssShmem"},
 		[]*uint64{&s.VmRSS, &s.RssAnon, &s.RssFile, &s.RssShmem},
 		func(key, rest []byte) error {
-			if string(key) != "SigCgt" {
+			var mask *uint64
+			switch string(key) {
+			case "SigCgt":
+				mask = &s.SigCgt
+			case "SigPnd":
+				mask = &s.SigPnd
+			case "ShdPnd":
+				mask = &s.ShdPnd
+			default:
 				return nil
 			}
 			v, err := strconv.ParseUint(string(bytes.TrimSpace(rest)), 16, 64)
 			if err != nil {
-				return fmt.Errorf("parse %s: SigCgt %q", path, string(bytes.TrimSpace(rest)))
+				return fmt.Errorf("parse %s: %s %q", path, key, string(bytes.TrimSpace(rest)))
 			}
-			s.SigCgt = v
+			*mask = v
 			return nil
 		})
 	return s, err

@@ -76,6 +76,55 @@ func TestReadStatus(t *testing.T) {
 	}
 }
 
+// A signal sent to a process and not taken yet is pending (a stopped
+// process takes none but SIGKILL and SIGCONT), and a process killed by a
+// signal says which while it is a zombie.
+func TestPendingAndKilledBy(t *testing.T) {
+	if st, err := proc.ReadStat(os.Getpid()); err != nil || st.KilledBy(unix.SIGKILL) {
+		t.Fatalf("own stat %+v, %v: want a live process", st, err)
+	}
+	c := exec.Command("sleep", "60")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Wait()
+	defer c.Process.Kill()
+	if err := c.Process.Signal(unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	var st proc.Stat
+	for range 500 {
+		if st, _ = proc.ReadStat(c.Process.Pid); st.State == 'T' {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.State != 'T' {
+		t.Fatalf("sleep did not stop within 5s: %+v", st)
+	}
+	if s, err := proc.ReadStatus(c.Process.Pid); err != nil || s.Pending(unix.SIGUSR1) {
+		t.Fatalf("status %+v, %v: SIGUSR1 pending before it was sent", s, err)
+	}
+	if err := c.Process.Signal(unix.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := proc.ReadStatus(c.Process.Pid); err != nil || !s.Pending(unix.SIGUSR1) || s.Pending(unix.SIGKILL) {
+		t.Fatalf("status %+v, %v: want SIGUSR1 pending and SIGKILL not", s, err)
+	}
+	if err := c.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	for range 500 {
+		if st, _ = proc.ReadStat(c.Process.Pid); st.State == 'Z' {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if st.State != 'Z' || !st.KilledBy(unix.SIGKILL) || st.KilledBy(unix.SIGUSR1) {
+		t.Fatalf("sleep killed by SIGKILL, not reaped: stat %+v", st)
+	}
+}
+
 func TestReadMemInfoHost(t *testing.T) {
 	m, err := proc.ReadMemInfo()
 	if err != nil {
@@ -222,6 +271,9 @@ func TestTreeZombie(t *testing.T) {
 	}
 	if st.State != 'Z' {
 		t.Fatalf("true did not become a zombie within 5s: %+v", st)
+	}
+	if st.KilledBy(unix.SIGKILL) || st.ExitCode != 0 {
+		t.Errorf("true exited 0, its stat says %+v", st)
 	}
 	if tree, err := proc.Tree(c.Process.Pid); err != nil || !slices.Equal(tree, []int{c.Process.Pid}) {
 		t.Fatalf("Tree of a zombie = %v, %v", tree, err)
