@@ -121,8 +121,8 @@ func parseStat(b []byte, page uint64) (Stat, error) {
 
 // KilledBy reports whether the process is dying of signal sig, or died of
 // it and is not reaped yet: its exit status, in wait(2)'s form, is the
-// signal's (field 52, from Linux 3.5; 0 while the process lives, and to a
-// reader the kernel does not let trace it).
+// signal's (field 52, from Linux 3.5; 0 while the process lives, and 0 to
+// a reader not allowed to trace it).
 func (s Stat) KilledBy(sig unix.Signal) bool { return sig > 0 && s.ExitCode&0x7f == int(sig) }
 
 // Children are the pids whose parent is pid, from
@@ -197,8 +197,8 @@ type Status struct {
 func (s Status) Catches(sig unix.Signal) bool { return hasSignal(s.SigCgt, sig) }
 
 // Pending reports whether signal sig is sent to the process and not yet
-// taken: a SIGKILL the kernel sent is pending until the process is on its
-// way out (Stat.Exiting).
+// taken: a SIGKILL is pending until the process takes it on its way out,
+// and then its exit status says it (Stat.KilledBy).
 func (s Status) Pending(sig unix.Signal) bool {
 	return hasSignal(s.SigPnd, sig) || hasSignal(s.ShdPnd, sig)
 }
