@@ -237,6 +237,75 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 // on v2 in the VM and on the host:
 //
 //	go test -run '^$' -bench '^BenchmarkContainerOOMKill$' -benchtime 20x .
+//
+// TestContainerWorkerKillIsNotTheService: in a container there is no
+// /dev/kmsg (runc's default devices, as Docker's), so nothing names the
+// process the kernel's OOM killer took. A pre-fork master (PM2's cluster,
+// gunicorn) whose worker is killed three times is told each time as a
+// process of its group, never as the service's own death, and its clean
+// exit ends the run with exit 0.
+func TestContainerWorkerKillIsNotTheService(t *testing.T) {
+	_, runc, bundle := containerBundle(t)
+	var mu sync.Mutex
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got = append(got, string(b))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	args := []string{"/guardrun", "--name", "pf", "--notify", srv.URL + "/hook", "--dedup-window", "1h",
+		"--", "/guardrun", "-test.run=^$", "--", "prefork", "3", "8", "/tmp/deaths"}
+	var out string
+	for attempt := 1; ; attempt++ {
+		id := fmt.Sprintf("grtest-ctrpf-%d-%d", os.Getpid(), attempt)
+		mu.Lock()
+		got = nil
+		mu.Unlock()
+		writeSpec(t, runc, bundle, "/"+id, args, []string{"PATH=/", "HOME=/tmp", "TMPDIR=/tmp", asGuardrun + "=1", testchild.Env + "=1"}, benchCaps()...)
+		kills := kernelOOMKills(t)
+		pidFile := filepath.Join(bundle, id+".pid")
+		cmd := runcRun(runc, bundle, id)
+		cmd.Args = append(cmd.Args[:len(cmd.Args)-1], "--pid-file", pidFile, id)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		exec.Command(runc, "--root", filepath.Join(bundle, "state"), "delete", "--force", id).Run()
+		out = stderr.String()
+		t.Logf("guardrun's log:\n%s", out)
+		if err == nil {
+			break
+		}
+		k := kills()
+		if b, _ := os.ReadFile(pidFile); benchCaps() == nil && attempt < 3 && len(b) > 0 && strings.Contains(k, "Killed process "+strings.TrimSpace(string(b))+" (") {
+			t.Logf("attempt %d: the kernel's OOM killer took guardrun itself (pid %s), as it may when guardrun lacks CAP_SYS_RESOURCE; again:\n%s", attempt, strings.TrimSpace(string(b)), k)
+			continue
+		}
+		t.Fatalf("runc run: %v (the master exits 0 after 3 worker deaths); the kernel's OOM kills since the container started:\n%s", err, k)
+	}
+	if n := strings.Count(out, "msg=oom_kill run=pf"); n != 3 {
+		t.Errorf("%d oom_kill lines, want 3", n)
+	}
+	if strings.Contains(out, "victim_pid=") {
+		t.Errorf("a kill is named, with no /dev/kmsg to name it: the master is alive, so it is not the master")
+	}
+	if !strings.Contains(out, "pf exited 0 after the kernel OOM killer killed 3 processes in its group at its 128 MiB ceiling") {
+		t.Errorf("guardrun's last line does not say the master exited 0 after 3 kills")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := `"message":"pf: the kernel OOM killer killed a process in its group at its 128 MiB ceiling (peak 128 MiB); the kernel's log did not name it"`
+	if len(got) == 0 || !strings.Contains(got[0], want) {
+		t.Errorf("the first notification lacks %s: %q", want, got)
+	}
+	for _, g := range got {
+		if strings.Contains(g, "pf was killed") || strings.Contains(g, `"kind":"exited"`) {
+			t.Errorf("a notification tells a worker's death as the service's: %s", g)
+		}
+	}
+}
+
 func BenchmarkContainerOOMKill(b *testing.B) {
 	h, runc, bundle := containerBundle(b)
 	id := fmt.Sprintf("grtest-ctrbench-%d-%d", os.Getpid(), b.N) // b.N differs between the benchmark's rounds
