@@ -64,15 +64,7 @@ const containerCeiling = 128 << 20
 func TestContainerReadOnlyCgroupfs(t *testing.T) {
 	h, runc, bundle := containerBundle(t)
 
-	var mu sync.Mutex
-	var got []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		got = append(got, string(b))
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	srv := newBodies(t)
 
 	// With CAP_SYS_RESOURCE guardrun keeps the kernel's OOM killer off
 	// itself (shield, in cgroup); the VM's root has it. This host's root
@@ -93,9 +85,7 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		id = fmt.Sprintf("grtest-ctr-%d-%d", os.Getpid(), attempt)
 		os.Remove(filepath.Join(bundle, "rootfs", "tmp", "leaked"))
-		mu.Lock()
-		got = nil // what an attempt run again sent does not count
-		mu.Unlock()
+		srv.reset() // what an attempt run again sent does not count
 		args := []string{"/guardrun", "--name", "leaky", "--restart", "on-failure", "--max-restarts", "1",
 			"--notify", srv.URL + "/hook", "--", "/guardrun", "-test.run=^$"}
 		writeSpec(t, runc, bundle, "/"+id, args, []string{
@@ -221,8 +211,7 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 		}
 	}
 
-	mu.Lock()
-	defer mu.Unlock()
+	got := srv.all()
 	if len(got) != 1 || !strings.Contains(got[0], `"kind":"oom_kill"`) || !strings.Contains(got[0], `"run":"leaky"`) {
 		t.Fatalf("the receiver got %d notifications, want one oom_kill of leaky:\n%s", len(got), strings.Join(got, "\n"))
 	}
@@ -246,23 +235,13 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 // exit ends the run with exit 0.
 func TestContainerWorkerKillIsNotTheService(t *testing.T) {
 	_, runc, bundle := containerBundle(t)
-	var mu sync.Mutex
-	var got []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		got = append(got, string(b))
-		mu.Unlock()
-	}))
-	defer srv.Close()
+	srv := newBodies(t)
 	args := []string{"/guardrun", "--name", "pf", "--notify", srv.URL + "/hook", "--dedup-window", "1h",
 		"--", "/guardrun", "-test.run=^$", "--", "prefork", "3", "8", "/tmp/deaths"}
 	var out string
 	for attempt := 1; ; attempt++ {
 		id := fmt.Sprintf("grtest-ctrpf-%d-%d", os.Getpid(), attempt)
-		mu.Lock()
-		got = nil
-		mu.Unlock()
+		srv.reset()
 		writeSpec(t, runc, bundle, "/"+id, args, []string{"PATH=/", "HOME=/tmp", "TMPDIR=/tmp", asGuardrun + "=1", testchild.Env + "=1"}, benchCaps()...)
 		kills := kernelOOMKills(t)
 		pidFile := filepath.Join(bundle, id+".pid")
@@ -293,8 +272,7 @@ func TestContainerWorkerKillIsNotTheService(t *testing.T) {
 	if !strings.Contains(out, "pf exited 0 after the kernel OOM killer killed 3 processes in its group at its 128 MiB ceiling") {
 		t.Errorf("guardrun's last line does not say the master exited 0 after 3 kills")
 	}
-	mu.Lock()
-	defer mu.Unlock()
+	got := srv.all()
 	want := `"message":"pf: the kernel OOM killer killed a process in its group at its 128 MiB ceiling (peak 128 MiB); the kernel's log did not name it"`
 	if len(got) == 0 || !strings.Contains(got[0], want) {
 		t.Errorf("the first notification lacks %s: %q", want, got)
@@ -363,6 +341,39 @@ func BenchmarkContainerOOMKill(b *testing.B) {
 	b.ReportMetric(sorted[len(sorted)/2], "ms-median")
 	b.ReportMetric(sorted[len(sorted)-1], "ms-max")
 	b.Logf("the kernel's OOM kill (seen outside) to guardrun's oom_kill line, %d kills, ms in order: %.1f", len(d), d)
+}
+
+// bodies is a real HTTP receiver on 127.0.0.1 that keeps each request's
+// body, in order.
+type bodies struct {
+	URL string
+	mu  sync.Mutex
+	got []string
+}
+
+func newBodies(t testing.TB) *bodies {
+	b := &bodies{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		b.mu.Lock()
+		b.got = append(b.got, string(body))
+		b.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	b.URL = srv.URL
+	return b
+}
+
+func (b *bodies) reset() {
+	b.mu.Lock()
+	b.got = nil
+	b.mu.Unlock()
+}
+
+func (b *bodies) all() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Clone(b.got)
 }
 
 // kernelOOMKills returns a func that gives the kernel's lines about OOM
