@@ -217,16 +217,6 @@ func TestContainerReadOnlyCgroupfs(t *testing.T) {
 	}
 }
 
-// BenchmarkContainerOOMKill: b.N OOM kills of guardrun's child inside a
-// runc container set up as in TestContainerReadOnlyCgroupfs (read-only
-// cgroupfs, a 128 MiB limit), restarted each time: how long after the
-// kernel counted each kill (the container's oom_kill counter, read from
-// outside every millisecond) guardrun's oom_kill line came. It reports
-// the median and the largest (ms-median, ms-max). scripts/vmbench runs it
-// on v2 in the VM and on the host:
-//
-//	go test -run '^$' -bench '^BenchmarkContainerOOMKill$' -benchtime 20x .
-//
 // TestContainerWorkerKillIsNotTheService: in a container there is no
 // /dev/kmsg (runc's default devices, as Docker's), so nothing names the
 // process the kernel's OOM killer took. A pre-fork master (PM2's cluster,
@@ -287,6 +277,15 @@ func TestContainerWorkerKillIsNotTheService(t *testing.T) {
 	}
 }
 
+// BenchmarkContainerOOMKill: b.N OOM kills of guardrun's child inside a
+// runc container set up as in TestContainerReadOnlyCgroupfs (read-only
+// cgroupfs, a 128 MiB limit), restarted each time: how long after the
+// kernel counted each kill (the container's oom_kill counter, read from
+// outside every millisecond) guardrun's oom_kill line came. It reports
+// the median and the largest (ms-median, ms-max). scripts/vmbench runs it
+// on v2 in the VM and on the host:
+//
+//	go test -run '^$' -bench '^BenchmarkContainerOOMKill$' -benchtime 20x .
 func BenchmarkContainerOOMKill(b *testing.B) {
 	h, runc, bundle := containerBundle(b)
 	id := fmt.Sprintf("grtest-ctrbench-%d-%d", os.Getpid(), b.N) // b.N differs between the benchmark's rounds
