@@ -256,14 +256,16 @@ func TestContainerWorkerKillIsNotTheService(t *testing.T) {
 		}
 		t.Fatalf("runc run: %v (the master exits 0 after 3 worker deaths); the kernel's OOM kills since the container started:\n%s", err, k)
 	}
-	if n := strings.Count(out, "msg=oom_kill run=pf"); n != 3 {
-		t.Errorf("%d oom_kill lines, want 3", n)
+	// The kernel may count a kill more than the master saw deaths (the VM
+	// once counted 4 for 3): at least one per death.
+	if n := strings.Count(out, "msg=oom_kill run=pf"); n < 3 {
+		t.Errorf("%d oom_kill lines, want one for each of the 3 deaths", n)
 	}
 	if strings.Contains(out, "victim_pid=") {
 		t.Errorf("a kill is named, with no /dev/kmsg to name it: the master is alive, so it is not the master")
 	}
-	if !strings.Contains(out, "pf exited 0 after the kernel OOM killer killed 3 processes in its group at its 128 MiB ceiling") {
-		t.Errorf("guardrun's last line does not say the master exited 0 after 3 kills")
+	if !regexp.MustCompile(`pf exited 0 after the kernel OOM killer killed \d+ processes in its group at its 128 MiB ceiling`).MatchString(out) {
+		t.Errorf("guardrun's last line does not say the master exited 0 after the kills")
 	}
 	got := srv.all()
 	want := `"message":"pf: the kernel OOM killer killed a process in its group at its 128 MiB ceiling (peak 128 MiB); the kernel's log did not name it"`
