@@ -163,8 +163,10 @@ func TestUnnamedWorkerKillIsNotTheService(t *testing.T) {
 		}
 		return false
 	})
-	if n := rec.count(OOMKill); n != 40 {
-		t.Fatalf("%d oom_kill events for 40 kills: %s", n, rec.kinds())
+	// At least one per death: the kernel may count a kill more than the
+	// master saw deaths (TestContainerWorkerKillIsNotTheService).
+	if n := rec.count(OOMKill); n < 40 {
+		t.Fatalf("%d oom_kill events for 40 deaths: %s", n, rec.kinds())
 	}
 	named, unnamed := 0, 0
 	rec.mu.Lock()
@@ -188,9 +190,9 @@ func TestUnnamedWorkerKillIsNotTheService(t *testing.T) {
 		}
 	}
 	rec.mu.Unlock()
-	t.Logf("40 worker kills in %v: %d named by the kernel's summary, %d not (rate-limited)", r.Duration.Round(time.Millisecond), named, unnamed)
+	t.Logf("%d worker kills in %v: %d named by the kernel's summary, %d not (rate-limited)", named+unnamed, r.Duration.Round(time.Millisecond), named, unnamed)
 	if unnamed == 0 {
-		t.Errorf("the kernel named all 40 kills: its rate limit (10 in 5 s) was not reached, so the unnamed case went untested")
+		t.Errorf("the kernel named all %d kills: its rate limit (10 in 5 s) was not reached, so the unnamed case went untested", named)
 	}
 	if r.ExitCode != 0 || r.Cause != CauseExited {
 		t.Errorf("the master ended %s", r.Summary())
