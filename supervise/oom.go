@@ -20,12 +20,10 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 	}
 	n := int(st.OOMKills - c.oomSeen)
 	c.oomSeen = st.OOMKills
+	// The sample's largest processes (sampler.top) are among the pids
+	// the same sample saw: the last sample's pids hold every process a
+	// kill since could have taken.
 	pids := append([]int{c.r.Pid}, c.seen...)
-	if c.sampler != nil {
-		for _, p := range c.sampler.top {
-			pids = append(pids, p.Pid)
-		}
-	}
 	var recs []oomRecord
 	if c.r.Backend != "none" { // without a cgroup guardrun's sampler killed, not the kernel
 		recs = oomRecords(c.cfg.Name, c.kmsgSince, pids, n)
@@ -42,8 +40,8 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 				diag.OOMReport = recs[i].line
 			}
 			c.kmsgSince = recs[i].usec + 1
-		case i == n-1 && c.mainKilled(exiting, recs):
-			e.Victim = c.mainVictim()
+		case i == n-1:
+			e.Victim = c.mainVictim(exiting, recs)
 		}
 		if exiting {
 			// After the exit the group's figures are what was left: the
@@ -56,53 +54,56 @@ func (c *child) oomKills(st cgroup.Stats, exiting bool) bool {
 	return true
 }
 
-// mainKilled says whether a kill the kernel's log did not name (no
-// /dev/kmsg in a container; its summary rate-limited and the victim not
-// one guardrun's samples saw) was of the main child, or of a worker no
-// one can name: a wrong "api was killed" for a worker's death is the
-// verdict that makes an operator distrust the rest. The main child was
-// the victim when it died of it (the exit's cause), when guardrun's own
-// sampler killed (the none backend kills the whole tree), or when it is
-// dying now of a SIGKILL guardrun did not send: pending, or its exit
-// status already (a child that merely exits is no victim). The kernel
-// counts the kill a moment before it sends the signal, so a child found
-// alive is looked at twice more, 2 ms apart; one alive then was not the
-// victim, and the kill stays unnamed, which is never wrong.
-func (c *child) mainKilled(exiting bool, recs []oomRecord) bool {
+// mainVictim is the main child when it was the victim of a kill the
+// kernel's log did not name (no /dev/kmsg in a container; its summary
+// rate-limited and the victim not one guardrun's samples saw), and nil
+// when that was a worker no one can name: a wrong "api was killed" for a
+// worker's death is the verdict that makes an operator distrust the rest.
+// The main child was the victim when it died of it (the exit's cause),
+// when guardrun's own sampler killed (the none backend kills the whole
+// tree), or when it is dying now of a SIGKILL guardrun did not send:
+// pending, or its exit status already (a child that merely exits is no
+// victim). The kernel counts the kill a moment before it sends the
+// signal, so a child found alive is looked at twice more, 2 ms apart; one
+// alive then was not the victim, and the kill stays unnamed, which is
+// never wrong. Its command is its comm while /proc has it.
+func (c *child) mainVictim(exiting bool, recs []oomRecord) *cgroup.Proc {
 	for _, r := range recs {
 		if r.victim.Pid == c.r.Pid {
-			return false
+			return nil
 		}
 	}
+	v := &cgroup.Proc{Pid: c.r.Pid, Command: filepath.Base(c.cfg.Command[0])}
 	switch {
 	case exiting:
-		return c.r.Cause == CauseOOMKill
+		if c.r.Cause != CauseOOMKill {
+			return nil
+		}
+		return v // reaped: /proc has it no more
 	case c.r.Backend == "none":
-		return true
+		if st, err := proc.ReadStat(c.r.Pid); err == nil {
+			v.Command = st.Comm
+		}
+		return v
 	case c.busy():
-		return false // guardrun is stopping it: its death says nothing
+		return nil // guardrun is stopping it: its death says nothing
 	}
 	for try := 0; ; try++ {
-		if st, err := proc.ReadStat(c.r.Pid); err == nil && st.KilledBy(unix.SIGKILL) {
-			return true
+		st, err := proc.ReadStat(c.r.Pid)
+		if err == nil {
+			v.Command = st.Comm
+			if st.KilledBy(unix.SIGKILL) {
+				return v
+			}
 		}
 		if s, err := proc.ReadStatus(c.r.Pid); err == nil && s.Pending(unix.SIGKILL) {
-			return true
+			return v
 		}
 		if try == 2 {
-			return false
+			return nil
 		}
 		time.Sleep(2 * time.Millisecond) // the moment between the count and the signal
 	}
-}
-
-// mainVictim is the main child as a victim: its comm while /proc has it.
-func (c *child) mainVictim() *cgroup.Proc {
-	v := &cgroup.Proc{Pid: c.r.Pid, Command: filepath.Base(c.cfg.Command[0])}
-	if st, err := proc.ReadStat(c.r.Pid); err == nil {
-		v.Command = st.Comm
-	}
-	return v
 }
 
 // heapDeaths tells the heap deaths the runtime's reports show that are
