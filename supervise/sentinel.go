@@ -41,20 +41,22 @@ const sentinelAfter = 100 * time.Millisecond
 
 // ensureSentinel starts the run's sentinel once, and names the group.
 func (s *supervisor) ensureSentinel(g cgroup.Group) {
-	if !s.senTried {
-		s.senTried = true
-		sen, err := startSentinel()
-		if err != nil {
-			s.cfg.Log.Warn("no sentinel: if guardrun is killed, what the child forked lives on until the next start of the name", "run", s.cfg.Name, "err", err)
-		}
-		s.sen = sen
+	if s.senTried {
+		s.sen.watch(g)
+		return
 	}
-	s.sen.watch(g)
+	s.senTried = true
+	sen, err := startSentinel(g)
+	if err != nil {
+		s.cfg.Log.Warn("no sentinel: if guardrun is killed, what the child forked lives on until the next start of the name", "run", s.cfg.Name, "err", err)
+	}
+	s.sen = sen
 }
 
-// startSentinel starts the sentinel; a sentinel that cannot start leaves
-// guardrun as it was before sentinels: the next start reclaims the group.
-func startSentinel() (*sentinel, error) {
+// startSentinel starts the sentinel with g already named; a sentinel that
+// cannot start leaves guardrun as it was before sentinels: the next start
+// reclaims the group.
+func startSentinel(g cgroup.Group) (*sentinel, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -64,6 +66,11 @@ func startSentinel() (*sentinel, error) {
 		return nil, err
 	}
 	defer r.Close()
+	// The group goes into the pipe before the sentinel starts: a SIGKILL
+	// right after the fork must not leave a sentinel that reads EOF with
+	// nothing named (seen under load: the child's forks lived on).
+	sen := &sentinel{w: w}
+	sen.watch(g)
 	cmd := exec.Command(exe)
 	cmd.Args = []string{"guardrun-sentinel"}
 	// GOMAXPROCS=1: all it does is block in a read and, at most once, kill
@@ -77,12 +84,11 @@ func startSentinel() (*sentinel, error) {
 	// not for it; it ends when the pipe does.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	// A helper: an init's reaping hands its status to wait.
-	wait, err := StartHelper(cmd)
-	if err != nil {
+	if sen.wait, err = StartHelper(cmd); err != nil {
 		w.Close()
 		return nil, err
 	}
-	return &sentinel{w: w, wait: wait}, nil
+	return sen, nil
 }
 
 // watch names the group the sentinel reclaims if guardrun dies.
