@@ -31,14 +31,18 @@ const (
 	// projectionsToAct: the ceiling must be in reach at two steps in a
 	// row, so one jump between two readings does not stop a child.
 	projectionsToAct = 2
-	// runtimeFloor is the least a Node.js or JVM process holds outside its
-	// heap: the binary, code, stacks, native buffers. node 20 starts at
-	// 42.9 MiB resident with 3.1 MiB of heap (measured here), and holds
-	// more as the heap grows (361 MiB with 276 MiB of heap). So a heap
-	// that dies at its limit H does so at a working set of H + 32 MiB or
-	// more: the grace takes that as the nearer end when it is under the
-	// ceiling, and stops a leak early rather than late.
-	runtimeFloor = 32 << 20
+	// runtimeFloor is the least working set a Node.js or JVM child's
+	// group holds over its heap limit when the heap ends: the young
+	// generation, code, stacks, native buffers. The runtime's binary is
+	// mostly not in it: its page cache is charged to the group that first
+	// read it. Measured here under guardrun (node 20, --max-old-space-size
+	// H, the largest working set before V8's heap death): H + 13 to H +
+	// 22 MiB for an Express app at H = 64, 128 and 205 MiB, idle or under
+	// load, and up to H + 45 MiB for a loop that allocates fast. The
+	// least is taken, so the heap's end is never thought farther than it
+	// is: a guess of H + 32 MiB let the grace wait while V8 died at H + 14
+	// (the Express test failed so on a loaded machine).
+	runtimeFloor = 12 << 20
 	// evidenceWait bounds what a memory restart waits for its evidence
 	// (a runtime's report) before the stop signal; less when the ceiling
 	// is closer than that.
@@ -97,23 +101,27 @@ func (c *child) overCheck(now time.Time) {
 		return
 	}
 	o.add(now, st.WorkingSet)
+	end, what := c.nearestEnd(st.Ceiling)
+	rate, ok := o.rate()
+	left, known := timeToEnd(st.WorkingSet, end, rate, ok)
 	if !now.Before(o.end) {
 		c.endOver()
 		if st.WorkingSet >= c.cfg.RestartAt {
+			// The evidence must not cost the restart here either: when
+			// the end is in sight, it bounds the wait.
+			var by time.Time
+			if known {
+				by = now.Add(left)
+			}
 			c.memoryRestart(ReasonRestartAt, fmt.Sprintf("its working set stayed over --restart-at %s for %s (now %s)",
-				size(c.cfg.RestartAt), fmtDuration(o.graceFor), size(st.WorkingSet)), st, time.Time{})
+				size(c.cfg.RestartAt), fmtDuration(o.graceFor), size(st.WorkingSet)), st, by)
 			return
 		}
 		c.cfg.Log.Info("restart-at: the working set fell back under the threshold within the grace; not restarting",
 			"run", c.cfg.Name, "working_set", st.WorkingSet, "threshold", c.cfg.RestartAt, "grace", o.graceFor)
 		return
 	}
-	end, what := c.nearestEnd(st.Ceiling)
-	rate, ok := o.rate()
-	var left time.Duration // 0: at its end already (past a heap's estimated end)
-	switch {
-	case end != 0 && st.WorkingSet >= end:
-	case !ok || rate <= 0 || end == 0:
+	if !known {
 		o.inReach = 0
 		if ok {
 			o.next(now, graceStepMax) // flat or falling
@@ -121,8 +129,6 @@ func (c *child) overCheck(now time.Time) {
 			o.next(now, graceStepMin) // no rate yet
 		}
 		return
-	default:
-		left = time.Duration(float64(end-st.WorkingSet) / rate * float64(time.Second))
 	}
 	if now.Add(left).After(o.end) {
 		o.inReach = 0
@@ -138,6 +144,20 @@ func (c *child) overCheck(now time.Time) {
 		size(st.WorkingSet), size(c.cfg.RestartAt), leakRateString(rate), what, fmtDuration(left), fmtDuration(o.graceFor)), st, now.Add(left))
 }
 
+// timeToEnd is how long the working set ws takes to reach end at rate
+// (bytes a second; ok when there is one): 0 when it is there already (past
+// a heap's estimated end); not known with no end, no rate yet, or a flat
+// or falling one.
+func timeToEnd(ws, end uint64, rate float64, ok bool) (time.Duration, bool) {
+	switch {
+	case end != 0 && ws >= end:
+		return 0, true
+	case !ok || rate <= 0 || end == 0:
+		return 0, false
+	}
+	return time.Duration(float64(end-ws) / rate * float64(time.Second)), true
+}
+
 // nearestEnd is the working set at which the child would die first, and
 // its name: the kernel's ceiling, or, for a runtime whose heap limit
 // guardrun set, that heap's end (its limit and runtimeFloor) when it
@@ -145,7 +165,7 @@ func (c *child) overCheck(now time.Time) {
 func (c *child) nearestEnd(ceiling uint64) (uint64, string) {
 	end, what := ceiling, "the "+size(ceiling)+" ceiling"
 	if h := c.heap.limit; h > 0 && (c.heap.runtime == "node" || c.heap.runtime == "jvm") && (end == 0 || h+runtimeFloor < end) {
-		end, what = h+runtimeFloor, fmt.Sprintf("the end of its %s heap (about %s of working set)", size(h), size(h+runtimeFloor))
+		end, what = h+runtimeFloor, fmt.Sprintf("the end of its %s heap (from about %s of working set)", size(h), size(h+runtimeFloor))
 	}
 	return end, what
 }
