@@ -29,6 +29,19 @@ const (
 	jvmShare  = 75
 )
 
+// nodeOver is how far over the --restart-at threshold a Node.js heap's
+// limit goes, when the threshold sizes it. V8 gives up near its limit
+// with its new space shrunk, so the group's working set at its death is
+// about the limit itself, and was seen under it: with the limit at the
+// threshold, a loaded machine's Express child died of its heap (SIGABRT)
+// without ever crossing the threshold, 2 times in 5 runs of the host
+// tests. 16 MiB over it, the working set crosses with the heap short of
+// its end, and the grace has time to stop the child gracefully. It is at
+// most half the room left to the ceiling, so the heap still ends before
+// the kernel does. A JVM holds 30 MiB and more outside its heap, so its
+// working set crosses early without it.
+const nodeOver = 16 << 20
+
 // Go's own heap death is not named. Under a cgroup ceiling the kernel's
 // OOM killer ends a Go program (SIGKILL, told as oom_kill): GOMEMLIMIT is
 // soft, it makes the collector work harder and never fails an allocation.
@@ -126,7 +139,7 @@ func planHeap(rt string, argv, env []string, ceiling, restartAt uint64, diagDir 
 		if containsAny(user, "--max-old-space-size", "--max_old_space_size") {
 			return p
 		}
-		h, up := hardSize(&p, ceiling, restartAt, nodeShare)
+		h, up := hardSize(&p, ceiling, restartAt, nodeShare, nodeOver)
 		mib := h >> 20
 		if up {
 			mib = min((h+1<<20-1)>>20, ceiling>>20)
@@ -163,7 +176,7 @@ func planHeap(rt string, argv, env []string, ceiling, restartAt uint64, diagDir 
 		if containsAny(user, "-Xmx", "MaxHeapSize", "MaxRAM", "RAMPercentage", "RAMFraction") {
 			return p
 		}
-		h, _ := hardSize(&p, ceiling, restartAt, jvmShare)
+		h, _ := hardSize(&p, ceiling, restartAt, jvmShare, 0)
 		// One decimal, rounded up so the heap is not under h; the JVM
 		// aligns the heap up too (to 2 MiB here).
 		pct := float64((h*1000+ceiling-1)/ceiling) / 10
@@ -189,19 +202,24 @@ func planHeap(rt string, argv, env []string, ceiling, restartAt uint64, diagDir 
 }
 
 // hardSize sizes a hard heap limit (one whose end is the runtime's death)
-// as planHeap says: share% of the ceiling, or restartAt when that is more,
-// never over the ceiling. It fills p's words, and says whether the size is
-// the threshold, which the runtime's unit must round up, not down.
-func hardSize(p *heapPlan, ceiling, restartAt, share uint64) (h uint64, up bool) {
+// as planHeap says: share% of the ceiling, or restartAt and over more (at
+// most half the room left over restartAt) when that is more, never over
+// the ceiling. It fills p's words, and says whether the size is from the
+// threshold, which the runtime's unit must round up, not down.
+func hardSize(p *heapPlan, ceiling, restartAt, share, over uint64) (h uint64, up bool) {
 	ceil := "the " + cgroup.FormatSize(ceiling) + " ceiling"
 	thr := "the --restart-at threshold, " + cgroup.FormatSize(restartAt)
 	switch {
 	case restartAt >= ceiling:
 		p.from, p.sizing = ceil, ceil+": "+thr+", is not under it"
 		return ceiling, false
-	case restartAt*100 > ceiling*share:
+	case (restartAt+over)*100 > ceiling*share:
+		over = min(over, (ceiling-restartAt)/2)
 		p.from, p.sizing = thr, thr+": a heap limit under it would end the child before the graceful restart"
-		return restartAt, true
+		if over > 0 {
+			p.sizing = fmt.Sprintf("%s over %s: a heap limit at it can end the child before the graceful restart", cgroup.FormatSize(over), thr)
+		}
+		return max(restartAt+over, ceiling*share/100), true
 	}
 	p.from, p.sizing = ceil, fmt.Sprintf("%d%% of %s", share, ceil)
 	return ceiling * share / 100, false

@@ -32,10 +32,10 @@ func TestPlanHeap(t *testing.T) {
 		{name: "node share", argv: []string{"node", "app.js"},
 			want: "NODE_OPTIONS=--max-old-space-size=768", sizing: "75% of the 1 GiB ceiling", limit: 768 * mib},
 		{name: "node threshold over the share", argv: []string{"node"}, restartAt: 900 * mib,
-			want:   "NODE_OPTIONS=--max-old-space-size=900",
-			sizing: "the --restart-at threshold, 900 MiB: a heap limit under it would end the child before the graceful restart", limit: 900 * mib},
+			want:   "NODE_OPTIONS=--max-old-space-size=916",
+			sizing: "16 MiB over the --restart-at threshold, 900 MiB: a heap limit at it can end the child before the graceful restart", limit: 916 * mib},
 		{name: "node threshold rounds up to a MiB", argv: []string{"node"}, restartAt: 900*mib + 1,
-			want: "NODE_OPTIONS=--max-old-space-size=901", sizing: "the --restart-at threshold, 900 MiB: a heap limit under it would end the child before the graceful restart", limit: 901 * mib},
+			want: "NODE_OPTIONS=--max-old-space-size=917", sizing: "16 MiB over the --restart-at threshold, 900 MiB: a heap limit at it can end the child before the graceful restart", limit: 917 * mib},
 		{name: "node threshold under the share", argv: []string{"node"}, restartAt: 500 * mib,
 			want: "NODE_OPTIONS=--max-old-space-size=768", sizing: "75% of the 1 GiB ceiling", limit: 768 * mib},
 		{name: "node threshold at the ceiling", argv: []string{"node"}, restartAt: ceiling,
@@ -132,7 +132,8 @@ func TestPlanHeapWords(t *testing.T) {
 		}
 	}
 	p := planFor([]string{"node"}, nil, 256<<20, 230<<20, "")
-	if want := "the --restart-at threshold, 230 MiB: a heap limit under it would end the child before the graceful restart"; p.sizing != want {
+	// Half the 26 MiB left to the ceiling, under the 16 MiB nodeOver.
+	if want := "13 MiB over the --restart-at threshold, 230 MiB: a heap limit at it can end the child before the graceful restart"; p.sizing != want {
 		t.Errorf("sizing %q, want %q", p.sizing, want)
 	}
 }
