@@ -34,8 +34,8 @@ const (
 // with its new space shrunk, so the group's working set at its death is
 // about the limit itself, and was seen under it: with the limit at the
 // threshold, a loaded machine's Express child died of its heap (SIGABRT)
-// without ever crossing the threshold, 2 times in 5 runs of the host
-// tests. 16 MiB over it, the working set crosses with the heap short of
+// without ever crossing the threshold, in 2 of 7 runs of the host tests
+// under load. 16 MiB over it, the working set crosses with the heap short of
 // its end, and the grace has time to stop the child gracefully. It is at
 // most half the room left to the ceiling, so the heap still ends before
 // the kernel does. A JVM holds 30 MiB and more outside its heap, so its
@@ -202,9 +202,9 @@ func planHeap(rt string, argv, env []string, ceiling, restartAt uint64, diagDir 
 }
 
 // hardSize sizes a hard heap limit (one whose end is the runtime's death)
-// as planHeap says: share% of the ceiling, or restartAt and over more (at
-// most half the room left over restartAt) when that is more, never over
-// the ceiling. It fills p's words, and says whether the size is from the
+// as planHeap says: share% of the ceiling, or restartAt plus over (at most
+// half the room left between restartAt and the ceiling) when that is more,
+// never over the ceiling. It fills p's words, and says whether the size is from the
 // threshold, which the runtime's unit must round up, not down.
 func hardSize(p *heapPlan, ceiling, restartAt, share, over uint64) (h uint64, up bool) {
 	ceil := "the " + cgroup.FormatSize(ceiling) + " ceiling"
